@@ -1,0 +1,18 @@
+"""Run the dpalbum Kedro project as a package (``python -m dpalbum``)."""
+
+from pathlib import Path
+
+from kedro.framework.cli.utils import find_run_command
+from kedro.framework.project import configure_project
+
+
+def main(*args, **kwargs) -> None:
+    """Entry point for ``python -m dpalbum`` and the ``dpalbum`` script."""
+    package_name = Path(__file__).parent.name
+    configure_project(package_name)
+    run = find_run_command(package_name)
+    run(*args, **kwargs)
+
+
+if __name__ == "__main__":
+    main()
