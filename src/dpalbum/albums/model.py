@@ -1,4 +1,4 @@
-"""The album data model shared by every pipeline: an album is one person's event, the privacy unit."""
+"""The album data model shared by every pipeline: one album is one event, the privacy unit."""
 
 from __future__ import annotations
 
