@@ -2,6 +2,8 @@
 
 from kedro.config import OmegaConfigLoader
 
+from dpalbum.hooks import FlatParamsHook
+
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
@@ -11,3 +13,5 @@ CONFIG_LOADER_ARGS = {
         "mlflow": ["mlflow*", "mlflow*/**"],
     },
 }
+
+HOOKS = (FlatParamsHook(),)

@@ -1,0 +1,54 @@
+"""Project hooks: log every parameter, flattened, to the MLflow run kedro-mlflow opened.
+
+kedro-mlflow logs a node's ``params:`` inputs itself, but a typed config (a dataclass validated
+by Kedro) reaches it as one truncated repr string; this hook logs the raw values as
+``<group>.<key>`` so each MLflow run is fully described by its parameters.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from kedro.framework.hooks import hook_impl
+
+logger = logging.getLogger(__name__)
+MLFLOW_PARAM_MAX = 500  # MLflow 3 keeps at most this many characters of a param value
+
+
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": "1"}`` (lists and scalars as strings)."""
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name + "."))
+        else:
+            out[name] = str(value)[:MLFLOW_PARAM_MAX]
+    return out
+
+
+class FlatParamsHook:
+    """Logs all project parameters, flattened, once the MLflow run is active."""
+
+    def __init__(self) -> None:
+        self._params: dict[str, Any] = {}
+
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        self._params = dict(context.params)
+
+    @hook_impl
+    def before_pipeline_run(self, run_params, pipeline, catalog) -> None:
+        import mlflow
+
+        if mlflow.active_run() is None:
+            return
+        existing = mlflow.active_run().data.params
+        flat = {k: v for k, v in flatten(self._params).items()
+                if "." in k and k not in existing}
+        for start in range(0, len(flat), 100):  # MLflow caps a batch at 100 params
+            chunk = dict(list(flat.items())[start:start + 100])
+            mlflow.log_params(chunk)
+        logger.info("logged %d flattened parameters to MLflow", len(flat))
