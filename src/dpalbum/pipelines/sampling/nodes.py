@@ -1,0 +1,37 @@
+"""Nodes of the ``sampling`` pipeline (the work lives in ``dpalbum.models.sampler``)."""
+
+from __future__ import annotations
+
+import pandas as pd
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from dpalbum.models.sampler import SamplingConfig, SyntheticAlbumText, sample_album_texts
+
+SYNTHETIC_TEXT_COLUMNS: tuple[str, ...] = ("album_id", "summary", "captions", "seed")
+
+
+def albums_to_frame(albums: list[SyntheticAlbumText], metadata: dict) -> pd.DataFrame:
+    """One row per album (``SYNTHETIC_TEXT_COLUMNS``); how they were sampled goes in ``attrs``."""
+    frame = pd.DataFrame({
+        "album_id": pd.Series([a.album_id for a in albums], dtype="str"),
+        "summary": pd.Series([a.summary for a in albums], dtype="str"),
+        "captions": pd.Series([list(a.captions) for a in albums], dtype="object"),
+        "seed": pd.Series([a.seed for a in albums], dtype="int64"),
+    })
+    frame.attrs["sampling"] = metadata  # pandas writes attrs into the parquet metadata
+    return frame
+
+
+def sample_albums(
+    summary_lm: PreTrainedModel,
+    caption_lm: PreTrainedModel,
+    lm_tokenizer: PreTrainedTokenizerBase,
+    params: SamplingConfig,
+) -> pd.DataFrame:
+    """Sample synthetic album texts: post-processing of the DP models, no privacy budget spent.
+
+    Album sizes come from the public prior ``params.photos_per_album`` (see ``attrs['sampling']``).
+    """
+    config = SamplingConfig.from_params(params)
+    albums, metadata = sample_album_texts(summary_lm, caption_lm, lm_tokenizer, config)
+    return albums_to_frame(albums, metadata)
