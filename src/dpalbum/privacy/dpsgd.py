@@ -1,0 +1,368 @@
+"""Album-level DP-SGD over Opacus: Poisson sampling of albums, one clip per album, Gaussian noise.
+
+One step (Abadi et al. 2016, with the album as the unit):
+1. each of the N albums joins the batch independently with probability q (Poisson; the batch
+   may be empty and is still a step);
+2. every row of a sampled album is in the batch; Opacus gives per-row gradients, which are summed
+   per album and clipped once to C (``album_gradients``);
+3. noise N(0, σ²C²) is added to the sum of clipped album gradients, and the result is divided by
+   the *expected* batch size qN (a public constant, so the division costs no privacy);
+4. any torch optimizer consumes that gradient (post-processing).
+Steps are accounted as ``SelfComposed(PoissonSampled(q, Gaussian(σ)), T)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .accounting import (
+    SEARCH_DISCRETIZATION,
+    RunningRdpEpsilon,
+    dpsgd_history_records,
+    pld_epsilon,
+)
+from .album_gradients import (
+    Collate,
+    RowLoss,
+    clipped_album_sum,
+    to_device,
+    unwrap_dp,
+    wrap_for_dp,
+)
+from .checkpoint import global_rng_state, load_checkpoint, save_checkpoint, set_global_rng_state
+from .sampling import PoissonAlbumSampler
+
+logger = logging.getLogger(__name__)
+
+GRAD_SAMPLE_MODES = ("hooks", "functorch")
+
+
+@dataclass
+class DPSGDConfig:
+    """One DP-SGD run. Give ``expected_batch_albums`` or ``sample_rate`` (q over albums)."""
+
+    noise_multiplier: float
+    steps: int
+    max_grad_norm: float = 1.0
+    expected_batch_albums: float | None = None
+    sample_rate: float | None = None
+    lr: float = 1e-3
+    optimizer: str = "adamw"  # adamw | adam | sgd
+    weight_decay: float = 0.0
+    seed: int | None = None  # None: fresh OS entropy. A known seed makes the noise replayable.
+    grad_sample_mode: str = "hooks"  # hooks | functorch; ghost is refused (see _check_mode)
+    album_reduction: str = "mean"  # an album's loss: mean or sum of its rows' losses
+    physical_batch_rows: int = 32  # rows per forward/backward: memory only, not privacy
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 0  # steps; 0: only at the end (and when stopped)
+    resume: bool = True  # resume from checkpoint_dir if it holds a checkpoint
+    epsilon_inf_baseline: bool = False  # NON-PRIVATE: no clipping, no noise
+    delta: float = 1e-5
+    device: str | None = None  # the model is moved here BEFORE Opacus wraps it
+
+    def resolved_sample_rate(self, n_albums: int) -> float:
+        """q = expected batch (albums) / N albums."""
+        if self.sample_rate is not None:
+            q = float(self.sample_rate)
+        elif self.expected_batch_albums is not None:
+            q = float(self.expected_batch_albums) / n_albums
+        else:
+            raise ValueError("DPSGDConfig needs expected_batch_albums or sample_rate")
+        if not 0 < q <= 1:
+            raise ValueError(f"sample rate {q:.4g} over {n_albums} albums must be in (0, 1]")
+        return q
+
+    @classmethod
+    def from_plan(
+        cls,
+        plan: Mapping[str, Any],
+        name: str,
+        privacy_params: Mapping[str, Any] | None = None,
+        **overrides: Any,
+    ) -> DPSGDConfig:
+        """The config of mechanism ``name`` of a privacy plan (σ, q, steps, C, δ, baseline).
+
+        ``privacy_params`` (the ``privacy:`` block) supplies grad_sample_mode, album_reduction
+        and physical_batch_rows; ``overrides`` (lr, seed, checkpoint_dir, ...) come last.
+        """
+        mech = next((m for m in plan["mechanisms"] if m["name"] == name), None)
+        if mech is None or mech["kind"] != "dpsgd":
+            raise KeyError(f"no dpsgd mechanism {name!r} in the privacy plan")
+        values: dict[str, Any] = {
+            "noise_multiplier": float(mech["noise_multiplier"]),
+            "sample_rate": float(mech["sample_rate"]),
+            "steps": int(mech["steps"]),
+            "max_grad_norm": float(mech.get("max_grad_norm", 1.0)),
+            "delta": float(plan["delta"]),
+            "epsilon_inf_baseline": bool(plan.get("baseline", False)),
+        }
+        for key in ("grad_sample_mode", "album_reduction", "physical_batch_rows"):
+            if privacy_params is not None and key in privacy_params:
+                values[key] = privacy_params[key]
+        values.update(overrides)
+        return cls(**values)
+
+
+@dataclass
+class DPTrainResult:
+    """What a DP-SGD run did; ``ledger_record(name)`` is what ``charge`` takes."""
+
+    model: nn.Module
+    steps_taken: int
+    sample_rate: float
+    noise_multiplier: float
+    epsilon_so_far: float  # PLD at ``delta`` over ``accountant_history``; inf for the baseline
+    delta: float
+    max_grad_norm: float
+    accountant_history: list[tuple[float, float, int]]
+    history: list[dict[str, Any]] = field(default_factory=list)  # internal: losses are not DP
+    completed: bool = True
+    baseline: bool = False
+
+    def ledger_record(self, name: str) -> dict[str, Any]:
+        """This run as a ledger mechanism record (steps actually taken, resumes included)."""
+        return {
+            "name": name,
+            "kind": "dpsgd",
+            "noise_multiplier": 0.0 if self.baseline else self.noise_multiplier,
+            "sample_rate": self.sample_rate,
+            "steps": self.steps_taken,
+            "max_grad_norm": self.max_grad_norm,
+        }
+
+
+def _check_mode(config: DPSGDConfig) -> None:
+    if config.grad_sample_mode == "ghost":
+        raise NotImplementedError(
+            "grad_sample_mode='ghost' is not supported for album-level clipping: ghost clipping "
+            "computes each row's gradient norm without materialising per-row gradients, so rows "
+            "cannot be summed per album before clipping. Use 'hooks' (default) or 'functorch'."
+        )
+    if config.grad_sample_mode not in GRAD_SAMPLE_MODES:
+        raise ValueError(f"grad_sample_mode must be one of {GRAD_SAMPLE_MODES}")
+    if config.noise_multiplier <= 0 and not config.epsilon_inf_baseline:
+        raise ValueError("noise_multiplier 0 is only allowed with epsilon_inf_baseline=True")
+
+
+def _make_optimizer(config: DPSGDConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    kinds = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+    if config.optimizer not in kinds:
+        raise ValueError(f"optimizer must be one of {sorted(kinds)}")
+    return kinds[config.optimizer](params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def _seeds(seed: int | None) -> tuple[int, int, int]:
+    """Independent seeds for the album sampler, the noise and torch's global RNG."""
+    root = np.random.SeedSequence(secrets.randbits(128) if seed is None else seed)
+    a, b, c = (int(s.generate_state(1, dtype=np.uint64)[0] >> 1) for s in root.spawn(3))
+    return a, b, c
+
+
+def _fingerprint(config: DPSGDConfig, n_albums: int, q: float) -> dict[str, Any]:
+    """What must not change across a resume (the accounting and the sampling depend on it)."""
+    return {"noise_multiplier": float(config.noise_multiplier), "sample_rate": q,
+            "max_grad_norm": float(config.max_grad_norm), "n_albums": n_albums,
+            "album_reduction": config.album_reduction,
+            "baseline": bool(config.epsilon_inf_baseline)}
+
+
+def private_step(
+    wrapped: nn.Module,
+    params: Sequence[nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    batch_albums: Sequence[Sequence[Any]],
+    row_loss: RowLoss,
+    collate: Collate,
+    *,
+    noise_multiplier: float,
+    max_grad_norm: float,
+    expected_batch: float,
+    noise_generator: torch.Generator,
+    physical_batch_rows: int,
+    album_reduction: str,
+    device: torch.device,
+) -> dict[str, float]:
+    """One album-level DP-SGD step on a sampled batch; returns internal (non-DP) statistics."""
+    sums, stats = clipped_album_sum(
+        wrapped, params, batch_albums, row_loss, collate, max_grad_norm=max_grad_norm,
+        physical_batch_rows=physical_batch_rows, album_reduction=album_reduction, device=device,
+    )
+    for p, total in zip(params, sums):
+        noise = torch.normal(0.0, noise_multiplier * max_grad_norm, size=p.shape,
+                             generator=noise_generator, device=device)
+        # Sum of clipped album gradients + N(0, σ²C²), over the public expected batch qN.
+        p.grad = ((total + noise) / expected_batch).to(p.dtype)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return {"loss": stats.loss_sum / max(stats.n_albums, 1),
+            "clipped_fraction": stats.n_clipped / max(stats.n_albums, 1)}
+
+
+def nonprivate_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch_albums: Sequence[Sequence[Any]],
+    row_loss: RowLoss,
+    collate: Collate,
+    *,
+    expected_batch: float,
+    physical_batch_rows: int,
+    album_reduction: str,
+    device: torch.device,
+) -> dict[str, float]:
+    """NON-PRIVATE step with DP-SGD's sampling and scaling, without clipping or noise."""
+    flat = [(rows, row) for rows in batch_albums for row in rows]
+    loss_sum = 0.0
+    for start in range(0, len(flat), physical_batch_rows):
+        chunk = flat[start : start + physical_batch_rows]
+        batch = to_device(collate([row for _, row in chunk]), device)
+        losses = row_loss(model, batch)  # (n,)
+        w = torch.tensor([1.0 / len(rows) if album_reduction == "mean" else 1.0
+                          for rows, _ in chunk], device=losses.device, dtype=losses.dtype)
+        loss = (losses * w).sum()
+        (loss / expected_batch).backward()
+        loss_sum += float(loss.detach())
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return {"loss": loss_sum / max(len(batch_albums), 1)}
+
+
+def train_dp(
+    model: nn.Module,
+    albums_rows: Sequence[Sequence[Any]],
+    row_loss: RowLoss,
+    collate: Collate,
+    config: DPSGDConfig,
+    *,
+    progress: bool = True,
+    stop_after: int | None = None,
+    on_epoch: Callable[[dict[str, float], int], None] | None = None,
+) -> DPTrainResult:
+    """Train ``model``'s trainable parameters with album-level DP-SGD.
+
+    ``albums_rows[i]``: the rows (photos / captions / summaries) of album i; ``collate(rows)``
+    builds a model batch; ``row_loss(model, batch)`` returns one loss per row, shape (n_rows,),
+    and must not mix rows (no batch norm). For LoRA, build the peft model on its final device
+    (or pass ``config.device``) before calling: the model is moved before Opacus wraps it.
+    ``stop_after``: leave after that many steps in total (a checkpoint is written; call again to
+    resume). ``on_epoch(metrics, step)``: called about every 1/q steps with ε so far (never with
+    losses: they are computed on private data without noise).
+    """
+    _check_mode(config)
+    n_albums = len(albums_rows)
+    q = config.resolved_sample_rate(n_albums)
+    expected_batch = q * n_albums
+    baseline = config.epsilon_inf_baseline
+    if baseline:
+        logger.warning(
+            "NON-PRIVATE BASELINE (epsilon: inf): DP-SGD runs WITHOUT clipping and WITHOUT noise; "
+            "its ledger entry has noise_multiplier 0 and ε = inf. Never release this model."
+        )
+    if config.device is not None:
+        model.to(config.device)  # before any hook is registered (opacus #820, peft #3409)
+    device = next(model.parameters()).device
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not named:
+        raise ValueError("the model has no trainable parameters")
+    params = [p for _, p in named]
+    model.train()
+    wrapped, guards = (model, []) if baseline else wrap_for_dp(model, config.grad_sample_mode)
+    optimizer = _make_optimizer(config, params)
+    sampler_seed, noise_seed, torch_seed = _seeds(config.seed)
+    sampler = PoissonAlbumSampler(n_albums, q, sampler_seed)
+    noise_gen = torch.Generator(device=device).manual_seed(noise_seed)
+    torch.manual_seed(torch_seed)
+    fingerprint = _fingerprint(config, n_albums, q)
+    step, history, acc_history = 0, [], []
+    if config.checkpoint_dir and config.resume:
+        state = load_checkpoint(config.checkpoint_dir)
+        if state is not None:
+            if state["fingerprint"] != fingerprint:
+                raise ValueError(f"checkpoint in {config.checkpoint_dir} was written for "
+                                 f"{state['fingerprint']}, not {fingerprint}; refusing to resume")
+            with torch.no_grad():
+                for n, p in named:
+                    p.copy_(state["trainable"][n].to(p.device))
+            optimizer.load_state_dict(state["optimizer"])
+            sampler.load_state_dict(state["sampler"])
+            noise_gen.set_state(state["noise_generator"])
+            set_global_rng_state(state["global_rng"])
+            step, history = int(state["step"]), list(state["history"])
+            acc_history = [tuple(h) for h in state["accountant_history"]]
+            logger.info("resumed DP-SGD from step %d (%s)", step, config.checkpoint_dir)
+
+    def checkpoint() -> None:
+        if config.checkpoint_dir:
+            save_checkpoint(config.checkpoint_dir, {
+                "step": step, "trainable": {n: p.detach().cpu() for n, p in named},
+                "optimizer": optimizer.state_dict(), "sampler": sampler.state_dict(),
+                "noise_generator": noise_gen.get_state(), "global_rng": global_rng_state(),
+                "accountant_history": [list(h) for h in acc_history], "history": history,
+                "fingerprint": fingerprint, "config": asdict(config),
+            })
+
+    running_eps = RunningRdpEpsilon(config.delta)
+    sigma = 0.0 if baseline else float(config.noise_multiplier)
+    end = config.steps if stop_after is None else min(config.steps, stop_after)
+    epoch_len = max(1, round(1 / q))
+    bar = tqdm(total=config.steps, initial=step, disable=not progress, desc="DP-SGD", unit="step")
+    try:
+        while step < end:
+            batch_albums = [albums_rows[i] for i in sampler.sample()]
+            record: dict[str, Any] = {"step": step + 1, "batch_albums": len(batch_albums),
+                                      "batch_rows": sum(len(rows) for rows in batch_albums)}
+            shared = {"physical_batch_rows": config.physical_batch_rows, "device": device,
+                      "album_reduction": config.album_reduction, "expected_batch": expected_batch}
+            if baseline:
+                record.update(nonprivate_step(wrapped, optimizer, batch_albums, row_loss,
+                                              collate, **shared))
+            else:
+                record.update(private_step(
+                    wrapped, params, optimizer, batch_albums, row_loss, collate,
+                    noise_multiplier=sigma, max_grad_norm=config.max_grad_norm,
+                    noise_generator=noise_gen, **shared,
+                ))
+            step += 1
+            if acc_history and acc_history[-1][:2] == (sigma, q):
+                acc_history[-1] = (sigma, q, acc_history[-1][2] + 1)
+            else:
+                acc_history.append((sigma, q, 1))
+            history.append(record)
+            bar.update(1)
+            bar.set_postfix({"eps<=": f"{running_eps(acc_history):.3g}"})
+            if config.checkpoint_every and step % config.checkpoint_every == 0:
+                checkpoint()
+            if on_epoch is not None and step % epoch_len == 0:
+                on_epoch({"dp_epsilon": _epsilon(acc_history, config.delta),
+                          "dp_epoch": step / epoch_len}, step)
+        checkpoint()
+    finally:
+        bar.close()
+        if not baseline:
+            unwrap_dp(wrapped, guards)
+    return DPTrainResult(
+        model=model, steps_taken=step, sample_rate=q, noise_multiplier=sigma,
+        epsilon_so_far=_epsilon(acc_history, config.delta), delta=config.delta,
+        max_grad_norm=float(config.max_grad_norm), accountant_history=acc_history,
+        history=history, completed=step >= config.steps, baseline=baseline,
+    )
+
+
+def _epsilon(acc_history: Sequence[tuple[float, float, int]], delta: float) -> float:
+    """PLD ε of the steps taken so far (same grid as the ledger)."""
+    if not acc_history:
+        return 0.0
+    if any(s <= 0 for s, _, _ in acc_history):
+        return math.inf
+    return pld_epsilon(dpsgd_history_records(acc_history), delta,
+                       discretization=SEARCH_DISCRETIZATION)
