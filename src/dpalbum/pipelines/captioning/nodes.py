@@ -1,0 +1,121 @@
+"""Nodes of the ``captioning`` pipeline: public captioner, private album texts, internal quality.
+
+Privacy: the captioner and the summariser are public models (trained on the public corpus, or
+pretrained). Private photos are read only by nodes that take ``privacy_plan`` as an input, so Kedro
+cannot run them before the budget was planned and checked (DESIGN.md, invariant 2). Their outputs
+(``album_texts``) are private intermediate data; ``captioning_quality`` reads the private ground
+truth and is marked internal.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import pandas as pd
+
+from dpalbum.albums.model import AlbumSet
+from dpalbum.albums.vocabulary import parse_caption
+from dpalbum.models.captioner import (
+    MULTI_LABEL,
+    Captioner,
+    CaptionerConfig,
+    attribute_accuracy,
+    build_captioner,
+    resolve_device,
+)
+from dpalbum.models.summariser import SummariserConfig, build_summariser
+
+logger = logging.getLogger(__name__)
+
+QUALITY_TARGETS = {"scene_accuracy": 0.9, "protagonist_accuracy": 0.9}  # issue 4
+
+
+def report_ingestion_node(private_albums: AlbumSet, privacy_plan: dict[str, Any]) -> dict:
+    """The ingestion report of the private album folder (counts and skips, no content)."""
+    return private_albums.report
+
+
+def train_captioner_node(public_corpus: pd.DataFrame, captioner: CaptionerConfig) -> Captioner:
+    """Train the embedded captioner on PUBLIC images, or load the pretrained one."""
+    started = time.perf_counter()
+    model = build_captioner(public_corpus, captioner)
+    logger.info("%s ready in %.1f s", model.kind, time.perf_counter() - started)
+    return model
+
+
+def describe_albums(
+    albums: AlbumSet, captioner: Captioner, config: Any,
+    summariser: SummariserConfig | None = None,
+) -> pd.DataFrame:
+    """Caption every photo (batched across albums) and summarise every album.
+
+    ``config`` needs ``batch_size`` (and may have ``device``): a ``CaptionerConfig`` or the
+    evaluation's held-out texts config. Returns columns album_id, summary, captions (photo order).
+    """
+    captioner = captioner.to(resolve_device(getattr(config, "device", "auto")))
+    images = [photo.image for album in albums for photo in album.photos]
+    started = time.perf_counter()
+    flat = captioner.caption(images, config.batch_size)
+    per_album, start = [], 0
+    for album in albums:
+        per_album.append(flat[start:start + len(album)])
+        start += len(album)
+    summaries = build_summariser(summariser or SummariserConfig()).summarise(per_album)
+    logger.info("captioned %d photos and summarised %d albums in %.1f s", len(images),
+                len(per_album), time.perf_counter() - started)
+    return pd.DataFrame({"album_id": [a.album_id for a in albums], "summary": summaries,
+                         "captions": per_album})
+
+
+def caption_albums_node(
+    captioner_model: Captioner, private_albums: AlbumSet, privacy_plan: dict[str, Any],
+    captioner: CaptionerConfig, summariser: SummariserConfig,
+) -> pd.DataFrame:
+    """Album texts of the private albums; runs only once the privacy plan exists."""
+    return describe_albums(private_albums, captioner_model, captioner, summariser)
+
+
+def evaluate_captioning_node(album_texts: pd.DataFrame, ground_truth: pd.DataFrame) -> dict:
+    """INTERNAL: caption and summary attribute accuracy against the private ground truth."""
+    truth = {} if ground_truth is None or ground_truth.empty else {  # real data: no truth
+        str(a): rows.sort_values("photo_index")
+        for a, rows in ground_truth.groupby("album_id", sort=False)}
+    predicted, expected, unmatched = [], [], []
+    hits = {"protagonist_accuracy": 0, "main_scene_accuracy": 0, "event_accuracy": 0}
+    for album_id, summary, captions in zip(
+        album_texts["album_id"], album_texts["summary"], album_texts["captions"]
+    ):
+        rows = truth.get(str(album_id))
+        if rows is None or len(rows) != len(captions):  # no truth, or photos were skipped
+            unmatched.append(str(album_id))
+            continue
+        for caption, row in zip(captions, rows.itertuples()):
+            parsed = parse_caption(caption)
+            predicted.append({k: parsed[k] for k in ("scene", "colour", "shape", MULTI_LABEL)})
+            expected.append({"scene": row.scene, "colour": row.colour, "shape": row.shape,
+                             MULTI_LABEL: str(getattr(row, MULTI_LABEL)).split()})
+        said = parse_caption(summary)
+        hits["protagonist_accuracy"] += (
+            (said["colour"], said["shape"]) == (rows["colour"].iloc[0], rows["shape"].iloc[0]))
+        hits["main_scene_accuracy"] += said["scene"] in set(rows["scene"].mode())  # ties: any
+        hits["event_accuracy"] += said["event"] == rows["event"].iloc[0]
+    if unmatched:
+        logger.warning("captioning quality: %d albums have no matching ground truth (e.g. %s)",
+                       len(unmatched), unmatched[:3])
+    n_albums = len(album_texts) - len(unmatched)
+    captions_report = attribute_accuracy(predicted, expected)
+    return {
+        "internal": True,
+        "note": "INTERNAL: compares captions of PRIVATE photos with the private ground truth; "
+                "never release this file",
+        "n_albums": n_albums,
+        "n_photos": len(predicted),
+        "n_albums_without_ground_truth": len(unmatched),
+        "captions": captions_report,
+        "summaries": {k: round(v / max(1, n_albums), 4) for k, v in hits.items()},
+        "targets": QUALITY_TARGETS,
+        "meets_targets": all(captions_report.get(k, 0.0) >= v
+                             for k, v in QUALITY_TARGETS.items()),
+    }
