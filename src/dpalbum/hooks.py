@@ -8,6 +8,7 @@ by Kedro) reaches it as one truncated repr string; this hook logs the raw values
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,6 +39,11 @@ class FlatParamsHook:
     @hook_impl
     def after_context_created(self, context) -> None:
         self._params = dict(context.params)
+        # Tiny models run fastest single-threaded, and 2-core machines must not oversubscribe;
+        # DPALBUM_TORCH_THREADS raises it on bigger machines.
+        import torch
+
+        torch.set_num_threads(int(os.environ.get("DPALBUM_TORCH_THREADS", "1")))
 
     @hook_impl
     def before_pipeline_run(self, run_params, pipeline, catalog) -> None:

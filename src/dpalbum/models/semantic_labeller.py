@@ -71,3 +71,34 @@ def select_public(
 def centroids_frame(centroids: np.ndarray) -> pd.DataFrame:
     """Centroids as a DataFrame (one row per label) for a parquet catalog entry."""
     return pd.DataFrame(centroids, columns=[f"d{i}" for i in range(centroids.shape[1])])
+
+
+def public_label_space(public_corpus: pd.DataFrame, columns: list[str]) -> list[str]:
+    """The label space of a labelled public corpus: every value combination of ``columns``."""
+    keys = public_corpus[columns].astype(str).agg(" ".join, axis=1)
+    return sorted(keys.unique().tolist())
+
+
+def public_labels(public_corpus: pd.DataFrame, columns: list[str], space: list[str]) -> np.ndarray:
+    """Each public item's label id in ``space`` (from its public label columns)."""
+    index = {name: i for i, name in enumerate(space)}
+    keys = public_corpus[columns].astype(str).agg(" ".join, axis=1)
+    return keys.map(index).to_numpy(dtype=np.int64)
+
+
+def caption_labels(captions: list[str], columns: list[str], space: list[str]) -> np.ndarray:
+    """Label ids read from captions written by the public captioner (vocabulary parser).
+
+    Captions whose attributes are missing or outside the public label space get no label
+    (they are dropped from the album's ranking, never mapped to a wrong label).
+    """
+    from dpalbum.albums.vocabulary import parse_caption
+
+    index = {name: i for i, name in enumerate(space)}
+    out = []
+    for caption in captions:
+        parsed = parse_caption(caption)
+        key = " ".join(str(parsed.get(c)) for c in columns)
+        if key in index:
+            out.append(index[key])
+    return np.asarray(out, dtype=np.int64)

@@ -92,10 +92,17 @@ def calibrate_noise_multipliers(
     fixed = [records[i] for i in range(len(records)) if i not in auto]
     if not auto:
         return CalibrationResult(records, _eps(records, delta, SEARCH_DISCRETIZATION), 1.0)
-    if fixed and _eps(fixed, delta, SEARCH_DISCRETIZATION) >= target_epsilon * (1 - tolerance):
+    fixed_eps = _eps(fixed, delta, SEARCH_DISCRETIZATION) if fixed else 0.0
+    if fixed and fixed_eps >= target_epsilon * (1 - tolerance):
+        plan = ", ".join(f"{m['name']} (σ={m['noise_multiplier']:g}"
+                         + (f", q={m['sample_rate']:.4g}, steps={m['steps']}" if "steps" in m
+                            else "") + ")" for m in fixed)
         raise PrivacyBudgetExceeded(
-            f"the mechanisms with fixed noise already spend ε ≥ {target_epsilon}; nothing is "
-            f"left for {[records[i]['name'] for i in auto]}"
+            f"privacy plan refused before reading any private data: budget ε={target_epsilon} "
+            f"(δ={delta:g}), but the mechanisms with fixed noise alone compose to "
+            f"ε={fixed_eps:.3g}: {plan}; nothing is left for "
+            f"{[records[i]['name'] for i in auto]}. Raise their noise_multiplier (or set it to "
+            "auto), lower their epochs/batch, or raise privacy.epsilon."
         )
     total_share = sum(float(shares[m["name"]]) for m in records)
     targets = {
