@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 from kedro.config import OmegaConfigLoader
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
@@ -26,6 +27,18 @@ CAPTIONER = CaptionerConfig(device="cpu", channels=[16, 32], epochs=6, train_bat
                             learning_rate=5e-3, heldout_fraction=0.2, seed=0)
 
 
+def _shipped(name: str) -> dict:
+    path = Path(__file__).resolve().parents[2] / "conf" / "base" / f"parameters_{name}.yml"
+    return yaml.safe_load(path.read_text())[name]
+
+
+def _tiny_dp_training() -> dict:
+    params = _shipped("dp_training")
+    for role in ("summary_lm", "caption_lm"):
+        params[role]["dp"]["expected_batch_albums"] = 4  # of 10 albums here
+    return params
+
+
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """Run the whole pipeline on a tiny synthetic world; return outputs, truth and catalog."""
@@ -34,7 +47,10 @@ def run(tmp_path_factory):
     catalog = DataCatalog({
         "public_corpus": MemoryDataset(public_corpus(800, seed=0)),
         "private_albums": MemoryDataset(albums, copy_mode="assign"),
-        "privacy_plan": MemoryDataset({"planned": True}),
+        # the plan node runs first, from public facts only (album ids and the shipped params)
+        "private_album_index": MemoryDataset([a.album_id for a in albums.albums]),
+        "params:privacy": MemoryDataset(_shipped("privacy")),
+        "params:dp_training": MemoryDataset(_tiny_dp_training()),
         "ground_truth": MemoryDataset(truth),
         "captioner_model": ModelFolderDataset(
             str(folder / "captioner"), loader="dpalbum.models.captioner.load_captioner"),
