@@ -1,6 +1,7 @@
-"""Project hooks: log every parameter, flattened, to the MLflow run kedro-mlflow opened.
+"""Project hooks around the MLflow run kedro-mlflow opens for every ``kedro run``.
 
-kedro-mlflow logs a node's ``params:`` inputs itself, but a typed config (a dataclass validated
+``FlatParamsHook`` logs every parameter, flattened; ``MlflowReleaseHook`` logs the released
+models and the privacy ledger (ε, δ, unit as tags). kedro-mlflow logs a node's ``params:`` inputs itself, but a typed config (a dataclass validated
 by Kedro) reaches it as one truncated repr string; this hook logs the raw values as
 ``<group>.<key>`` so each MLflow run is fully described by its parameters.
 """
@@ -58,3 +59,38 @@ class FlatParamsHook:
             chunk = dict(list(flat.items())[start:start + 100])
             mlflow.log_params(chunk)
         logger.info("logged %d flattened parameters to MLflow", len(flat))
+
+
+class MlflowReleaseHook:
+    """Puts released artefacts on the kedro-mlflow run as they are saved: every model folder
+    (``ModelFolderDataset``) as artifacts, and the privacy ledger as ε/δ/unit tags plus a JSON
+    artifact, so each MLflow run says which models it made and how private they are."""
+
+    def __init__(self) -> None:
+        self._catalog = None
+
+    @hook_impl
+    def after_catalog_created(self, catalog) -> None:
+        self._catalog = catalog
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, data: Any, node) -> None:
+        import mlflow
+
+        if mlflow.active_run() is None or self._catalog is None:
+            return
+        if dataset_name == "privacy_ledger":
+            from dpalbum.privacy import ledger_tags
+
+            mlflow.set_tags(ledger_tags(data))
+            mlflow.log_dict(data, "privacy/privacy_ledger.json")
+            return
+        from dpalbum.models.io import ModelFolderDataset
+
+        try:
+            dataset = self._catalog.get(dataset_name)
+        except Exception:  # noqa: BLE001 - a dataset the catalog cannot describe is not a model
+            return
+        if isinstance(dataset, ModelFolderDataset) and dataset.path.is_dir():
+            mlflow.log_artifacts(str(dataset.path), artifact_path=f"models/{dataset_name}")
+            logger.info("logged model %s to MLflow", dataset_name)

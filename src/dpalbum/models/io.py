@@ -57,6 +57,11 @@ class ModelFolderDataset(AbstractDataset[Any, Any]):
         self._load_args = dict(load_args or {})
         self.metadata = metadata
 
+    @property
+    def path(self) -> Path:
+        """The model folder."""
+        return self._path
+
     def load(self) -> Any:
         if not self._exists():
             raise DatasetError(f"no model folder at {self._path}: run the node that writes it "
