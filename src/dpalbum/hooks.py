@@ -1,13 +1,15 @@
 """Project hooks around the MLflow run kedro-mlflow opens for every ``kedro run``.
 
 ``FlatParamsHook`` logs every parameter, flattened; ``MlflowReleaseHook`` logs the released
-models and the privacy ledger (ε, δ, unit as tags). kedro-mlflow logs a node's ``params:`` inputs itself, but a typed config (a dataclass validated
+models and the privacy ledger (ε, δ, unit as tags). kedro-mlflow logs a node's ``params:``
+inputs itself, but a typed config (a dataclass validated
 by Kedro) reaches it as one truncated repr string; this hook logs the raw values as
 ``<group>.<key>`` so each MLflow run is fully described by its parameters.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Mapping
@@ -24,6 +26,10 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     out: dict[str, str] = {}
     for key, value in params.items():
         name = f"{prefix}{key}"
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            value = dataclasses.asdict(value)  # Kedro hands validated groups over as dataclasses
+        elif hasattr(value, "model_dump"):
+            value = value.model_dump()  # ... or as pydantic models
         if isinstance(value, Mapping):
             out.update(flatten(value, name + "."))
         else:
@@ -48,10 +54,17 @@ class FlatParamsHook:
 
     @hook_impl
     def before_pipeline_run(self, run_params, pipeline, catalog) -> None:
+        self._logged = False
+
+    @hook_impl
+    def before_node_run(self, node, catalog, inputs, is_async, run_id) -> None:
+        # At the first node kedro-mlflow's run is surely open (hook order is not guaranteed
+        # in before_pipeline_run).
         import mlflow
 
-        if mlflow.active_run() is None:
+        if getattr(self, "_logged", True) or mlflow.active_run() is None:
             return
+        self._logged = True
         existing = mlflow.active_run().data.params
         flat = {k: v for k, v in flatten(self._params).items()
                 if "." in k and k not in existing}

@@ -355,8 +355,16 @@ def test_index_errors(tmp_path: Path) -> None:
     (tmp_path / "trip").mkdir()
     with pytest.raises(AlbumInputError, match=r"'Trip' and 'trip'"):
         AlbumIndexDataset(path=str(tmp_path)).load()
-    with pytest.raises(DatasetError, match="read-only"):
+    with pytest.raises(AlbumInputError):  # saving checks the listing, so it errors the same
         AlbumIndexDataset(path=str(tmp_path)).save(["a"])
+
+
+def test_index_save_checks_the_written_albums(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    AlbumIndexDataset(path=str(tmp_path)).save(["b", "a"])  # writes nothing, checks
+    with pytest.raises(DatasetError, match=r"missing \['c'\], unexpected \['b'\]"):
+        AlbumIndexDataset(path=str(tmp_path)).save(["a", "c"])
 
 
 def test_datasets_work_from_catalog_config(tmp_path: Path) -> None:

@@ -311,17 +311,26 @@ def test_bad_parameters_are_clear_errors(override, message):
         tiny_config(**override)
 
 
+class KeptDataset(MemoryDataset):
+    """Not released by the runner, so intermediate outputs can be inspected."""
+
+    def _release(self) -> None:
+        pass
+
+
 def test_pipeline_runs_with_sequential_runner():
     config = tiny_config(
         n_public_images=5, n_private_albums=2, n_heldout_albums=1, n_canary_albums=1
     )
     catalog = DataCatalog(
-        {"params:demo_world": MemoryDataset(config), **{name: MemoryDataset() for name in OUTPUTS}}
+        {"params:demo_world": MemoryDataset(config), **{name: KeptDataset() for name in OUTPUTS},
+         "private_album_index": KeptDataset()}
     )
     pipeline = create_pipeline()
     assert all(node.name.endswith("_node") for node in pipeline.nodes)
-    assert set(OUTPUTS) <= pipeline.outputs()
+    assert set(OUTPUTS) | {"private_album_index"} <= pipeline.all_outputs()
     SequentialRunner().run(pipeline, catalog)
+    assert catalog.load("private_album_index") == ["album_0001", "album_0002"]
     expected = generate(config)
     pd.testing.assert_frame_equal(catalog.load("public_corpus"), expected["public_corpus"])
     pd.testing.assert_frame_equal(catalog.load("ground_truth"), expected["ground_truth"])

@@ -691,11 +691,21 @@ class AlbumIndexDataset(AbstractDataset[None, list[str]]):
             )
         return album_ids
 
-    def save(self, data: None) -> None:
-        raise DatasetError(
-            f"AlbumIndexDataset('{self._path}') is read-only: write albums with "
-            f"AlbumFolderDataset; the index lists their folders."
-        )
+    def save(self, data: list[str]) -> None:
+        """Check (write nothing) that the folder lists exactly ``data``'s album ids.
+
+        Albums are written by ``AlbumFolderDataset``; a pipeline that writes them "saves" their
+        ids here so that every node planning on the index runs after the albums exist.
+        """
+        listed = self.load()
+        if sorted(map(str, data)) != listed:
+            missing = sorted(set(map(str, data)) - set(listed))[:5]
+            extra = sorted(set(listed) - set(map(str, data)))[:5]
+            raise DatasetError(
+                f"AlbumIndexDataset('{self._path}'): the folder does not hold the albums just "
+                f"written (missing {missing}, unexpected {extra}); write them with "
+                "AlbumFolderDataset before indexing."
+            )
 
     def _exists(self) -> bool:
         return self._path.is_dir()

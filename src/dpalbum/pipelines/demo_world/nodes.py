@@ -69,3 +69,8 @@ def build_ground_truth(
     truth = ground_truth_table([*private_plans, *heldout_plans, *canary_plans])
     logger.info("Ground truth: %d photos in %d albums", len(truth), truth["album_id"].nunique())
     return truth
+
+
+def index_albums(private_albums: AlbumSet) -> list[str]:
+    """The written private albums' ids (orders the privacy plan after the albums exist)."""
+    return [album.album_id for album in private_albums.albums]

@@ -8,6 +8,7 @@ from kedro.pipeline import Node, Pipeline
 from dpalbum.pipelines.demo_world.nodes import (
     build_ground_truth,
     generate_public_corpus,
+    index_albums,
     plan_albums,
     render_planned_albums,
 )
@@ -38,6 +39,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 )
                 for split in ("private", "heldout", "canary")
             ],
+            Node(
+                index_albums,
+                inputs="private_albums",
+                outputs="private_album_index",
+                name="private_album_index_node",
+            ),
             Node(
                 build_ground_truth,
                 inputs=["private_album_plans", "heldout_album_plans", "canary_album_plans"],
