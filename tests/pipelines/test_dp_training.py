@@ -20,7 +20,6 @@ from dpalbum.albums.vocabulary import EVENTS, Protagonist, caption_for
 from dpalbum.models.summariser import template_summary
 from dpalbum.pipelines.dp_training import create_pipeline
 from dpalbum.pipelines.dp_training.nodes import (
-    plan_privacy_budget_node,
     pretrain_lm,
     select_public_node,
 )
@@ -100,14 +99,13 @@ class TripwireDataset(AbstractDataset):
 def run_text_path(public_corpus, album_texts, dp, privacy):
     index = album_texts["album_id"].tolist() if isinstance(album_texts, pd.DataFrame) else [
         f"album_{i}" for i in range(24)]
-    plan = plan_privacy_budget_node(index, privacy, dp)
     kept = {name: KeptDataset() for name in create_pipeline().all_outputs()}
     catalog = DataCatalog({
         **kept,
         "public_corpus": MemoryDataset(public_corpus),
         "album_texts": album_texts if isinstance(album_texts, AbstractDataset)
         else MemoryDataset(album_texts),
-        "privacy_plan": MemoryDataset(plan),
+        "private_album_index": MemoryDataset(index),
         "params:dp_training": MemoryDataset(dp), "params:privacy": MemoryDataset(privacy),
     })
     SequentialRunner().run(create_pipeline(), catalog)
@@ -180,6 +178,13 @@ def test_over_budget_plan_is_refused_before_album_texts_are_read(public_corpus):
     with pytest.raises(PrivacyBudgetExceeded, match="budget"):
         run_text_path(public_corpus, tripwire, dp, privacy)
     assert tripwire.loads == 0
+
+
+def test_dp_training_alone_plans_with_its_own_parameters():
+    """Never a stale plan: running dp_training by itself composes the budget again."""
+    pipeline = create_pipeline()
+    assert "privacy_plan" in pipeline.all_outputs()
+    assert "privacy_plan" not in pipeline.inputs()
 
 
 def test_every_node_reading_private_text_depends_on_the_ledger():

@@ -10,6 +10,10 @@ P, PRIV = "params:dp_training", "params:privacy"
 def create_pipeline(**kwargs) -> Pipeline:
     """The text path's private training: every private read is planned and charged."""
     return Pipeline([
+        # the same planning node as captioning's: running dp_training alone re-plans with the
+        # current parameters (never a stale plan), and in the full run Kedro keeps one copy
+        Node(n.plan_privacy_budget_node, ["private_album_index", PRIV, P], "privacy_plan",
+             name="plan_privacy_budget_node"),
         Node(n.public_caption_labels_node, ["public_corpus", P],
              ["semantic_labeller", "public_semantic_labels"], name="public_caption_labels_node"),
         Node(n.semantic_query_node, ["album_texts", "semantic_labeller", "privacy_plan", P, PRIV],
