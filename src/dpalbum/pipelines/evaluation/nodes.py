@@ -1,0 +1,377 @@
+"""Nodes of the ``evaluation`` pipeline: each computes one section of the metrics.
+
+A section is a dict made by ``report.section``: its metrics, whether it read private data
+(``internal``) and, when an input it needs is empty, ``absent`` with the reason instead of numbers.
+The maths lives in ``metrics.py`` and ``audit.py``; these functions only gather inputs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dpalbum.albums.model import AlbumSet
+from dpalbum.albums.vocabulary import PROTAGONISTS, parse_caption
+from dpalbum.models.evaluation_network import (
+    EvaluationNetwork,
+    EvaluationNetworkConfig,
+    inception_extractor,
+    to_uint8_batch,
+    train_evaluation_network,
+)
+from dpalbum.models.sampler import AlbumSizePrior, SamplingConfig, sample_album_texts
+from dpalbum.models.summariser import SummariserConfig
+from dpalbum.models.text_encoder import encode_texts
+from dpalbum.pipelines.captioning.nodes import describe_albums
+from dpalbum.pipelines.evaluation import audit, metrics, report
+from dpalbum.pipelines.evaluation.config import (
+    CanaryConfig,
+    HeldoutTextsConfig,
+    ImageFidelityConfig,
+    MembershipConfig,
+    ReportConfig,
+    TextMetricsConfig,
+    UtilityConfig,
+)
+
+logger = logging.getLogger(__name__)
+
+
+# ---- helpers: albums to arrays and labels -------------------------------------------------------
+
+def _photos(albums: AlbumSet) -> tuple[list[np.ndarray], list[str], list[str]]:
+    """Every photo's pixels, album id and caption ("" when it has none), in album order."""
+    images, ids, captions = [], [], []
+    for album in albums:
+        for photo in album.photos:
+            images.append(photo.image)
+            ids.append(album.album_id)
+            captions.append(photo.caption or "")
+    return images, ids, captions
+
+
+def _image_features(images: list[np.ndarray], network: EvaluationNetwork,
+                    config: ImageFidelityConfig) -> np.ndarray:
+    """Features of RGB arrays from the evaluation network, or Inception when configured."""
+    if config.image_features == "local":
+        return network.embed(images)
+    extractor = inception_extractor(config.inception_weights_path or "")
+    batches = [extractor(to_uint8_batch(images[i:i + 64], images[i].shape[0])).detach().numpy()
+               for i in range(0, len(images), 64)]
+    return np.concatenate(batches).reshape(len(images), -1)
+
+
+def _album_means(features: np.ndarray, ids: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Mean feature per album (first-seen order) and the album ids."""
+    frame = pd.DataFrame(features).groupby(pd.Series(ids, name="album_id"), sort=False).mean()
+    return frame.to_numpy(), list(frame.index)
+
+
+def _truth_labels(ground_truth: pd.DataFrame, split: str) -> pd.DataFrame:
+    """Per-album event and protagonist of one ground-truth split (index album_id)."""
+    rows = ground_truth[ground_truth["split"] == split]
+    albums = rows.groupby("album_id", sort=False).first()
+    return pd.DataFrame({"event": albums["event"],
+                         "protagonist": albums["colour"] + " " + albums["shape"]})
+
+
+def _text_album_labels(summary: str, captions: list[str]) -> dict[str, str | None]:
+    """An album's event (from its summary) and protagonist (summary, else most common caption's)."""
+    parsed = parse_caption(summary or "")
+    protagonist = metrics.protagonist_of(parsed)
+    if protagonist == metrics.UNPARSED:
+        named = [metrics.protagonist_of(parse_caption(c)) for c in captions]
+        named = [p for p in named if p != metrics.UNPARSED]
+        protagonist = Counter(named).most_common(1)[0][0] if named else metrics.UNPARSED
+    return {"event": parsed["event"],
+            "protagonist": None if protagonist == metrics.UNPARSED else protagonist}
+
+
+def _truth_photo_attrs(ground_truth: pd.DataFrame, split: str) -> list[dict[str, Any]]:
+    rows = ground_truth[ground_truth["split"] == split]
+    return [{"scene": r.scene, "colour": r.colour, "shape": r.shape,
+             "objects": str(r.objects).split()} for r in rows.itertuples()]
+
+
+def _captions(texts: pd.DataFrame) -> list[str]:
+    return [str(c) for captions in texts["captions"] for c in captions]
+
+
+# ---- the evaluation network ---------------------------------------------------------------------
+
+def train_evaluation_network_node(public_corpus: pd.DataFrame,
+                                  network: EvaluationNetworkConfig) -> EvaluationNetwork:
+    """Train the evaluation feature extractor and attribute classifier on PUBLIC images only."""
+    return train_evaluation_network(public_corpus, network)
+
+
+def evaluation_network_report_node(evaluation_network: EvaluationNetwork) -> dict[str, Any]:
+    """The evaluation network's accuracy on public held-out images (released: public data only)."""
+    accuracy = evaluation_network.training_report.get("public_heldout")
+    if not accuracy:
+        return report.section("evaluation_network", internal=False,
+                              absent="the network was trained without public held-out images")
+    return report.section("evaluation_network", internal=False, metrics=accuracy)
+
+
+# ---- fidelity -----------------------------------------------------------------------------------
+
+def image_fidelity_node(synthetic_albums: AlbumSet, heldout_albums: AlbumSet,
+                        evaluation_network: EvaluationNetwork,
+                        image_fidelity: ImageFidelityConfig) -> dict[str, Any]:
+    """Local FD (or FID), KID and k-NN precision/recall: synthetic vs held-out private photos."""
+    fake, _, _ = _photos(synthetic_albums)
+    real, _, _ = _photos(heldout_albums)
+    need = image_fidelity.k + 1
+    if min(len(fake), len(real)) < need:
+        return report.section("image_fidelity", internal=True, absent=(
+            f"needs {need}+ photos on each side: {len(fake)} synthetic, {len(real)} held-out"))
+    values = metrics.image_fidelity(
+        _image_features(real, evaluation_network, image_fidelity),
+        _image_features(fake, evaluation_network, image_fidelity), image_fidelity.k,
+        image_fidelity.kid_subsets, image_fidelity.kid_subset_size, image_fidelity.seed)
+    fd_name = "local_fd" if image_fidelity.image_features == "local" else "fid"
+    values[fd_name] = values.pop("fd")
+    values |= {"n_real": float(len(real)), "n_synthetic": float(len(fake))}
+    return report.section("image_fidelity", internal=True, metrics=values,
+                          notes={"features": image_fidelity.image_features})
+
+
+def text_fidelity_node(curated_texts: pd.DataFrame, album_texts: pd.DataFrame,
+                       text_fidelity: TextMetricsConfig) -> dict[str, Any]:
+    """Fréchet distance and MAUVE on MiniLM features: synthetic vs private summaries, captions."""
+    values: dict[str, float] = {}
+    missing = []
+    pairs = {"summary": (list(album_texts["summary"]), list(curated_texts["summary"])),
+             "caption": (_captions(album_texts), _captions(curated_texts))}
+    for kind, (real, fake) in pairs.items():
+        if min(len(real), len(fake)) < 2:
+            missing.append(f"{kind}: {len(fake)} synthetic, {len(real)} private texts")
+            continue
+        real_f = encode_texts(real, text_fidelity.text_encoder)
+        fake_f = encode_texts(fake, text_fidelity.text_encoder)
+        found = metrics.text_fidelity(real_f, fake_f, text_fidelity.max_samples,
+                                      text_fidelity.seed)
+        values |= {f"{kind}_{k}": v for k, v in found.items()}
+        values[f"n_{kind}_synthetic"] = float(len(fake))
+    if not values:
+        return report.section("text_fidelity", internal=True,
+                              absent="needs 2+ texts per side; " + "; ".join(missing))
+    return report.section("text_fidelity", internal=True, metrics=values,
+                          notes={"absent": missing} if missing else None)
+
+
+# ---- coherence and the demo world ---------------------------------------------------------------
+
+def _coherence(images: list[np.ndarray], photo_ids: list[str], captions: list[str],
+               caption_ids: list[str], network: EvaluationNetwork,
+               config: TextMetricsConfig) -> dict[str, float]:
+    values: dict[str, float] = {}
+    if len(set(photo_ids)) >= 2 and len(images) > len(set(photo_ids)):
+        found = metrics.album_coherence(network.embed(images), photo_ids)
+        values |= {f"photo_{k}": v for k, v in found.items()}
+    if len(set(caption_ids)) >= 2 and len(captions) > len(set(caption_ids)):
+        found = metrics.album_coherence(encode_texts(captions, config.text_encoder), caption_ids)
+        values |= {f"caption_{k}": v for k, v in found.items()}
+    return values
+
+
+def album_coherence_node(synthetic_albums: AlbumSet, evaluation_network: EvaluationNetwork,
+                         text_metrics: TextMetricsConfig) -> dict[str, Any]:
+    """Within- vs between-album similarity of synthetic photos and captions (released data only)."""
+    images, ids, captions = _photos(synthetic_albums)
+    named = [(c, i) for c, i in zip(captions, ids) if c]
+    values = _coherence(images, ids, [c for c, _ in named], [i for _, i in named],
+                        evaluation_network, text_metrics)
+    if not values:
+        return report.section("album_coherence", internal=False,
+                              absent="needs 2+ synthetic albums with 2+ photos")
+    return report.section("album_coherence", internal=False, metrics=values)
+
+
+def private_coherence_node(heldout_albums: AlbumSet, album_texts: pd.DataFrame,
+                           evaluation_network: EvaluationNetwork,
+                           text_metrics: TextMetricsConfig) -> dict[str, Any]:
+    """The same coherence on private albums: the reference synthetic albums should approach."""
+    images, ids, _ = _photos(heldout_albums)
+    caption_ids = [str(a) for a, cs in zip(album_texts["album_id"], album_texts["captions"])
+                   for _ in cs]
+    values = _coherence(images, ids, _captions(album_texts), caption_ids, evaluation_network,
+                        text_metrics)
+    if not values:
+        return report.section("private_coherence", internal=True,
+                              absent="needs 2+ private albums with 2+ photos")
+    return report.section("private_coherence", internal=True, metrics=values,
+                          notes={"photos": "held-out albums", "captions": "training albums"})
+
+
+def caption_agreement_node(synthetic_albums: AlbumSet,
+                           evaluation_network: EvaluationNetwork) -> dict[str, Any]:
+    """Demo world: does each rendered photo show its caption's scene and protagonist?"""
+    images, ids, captions = _photos(synthetic_albums)
+    if not images:
+        return report.section("caption_agreement", internal=False, absent="no synthetic photos")
+    values = metrics.caption_agreement(evaluation_network.predict(images),
+                                       [parse_caption(c) for c in captions], ids)
+    return report.section("caption_agreement", internal=False, metrics=values)
+
+
+def attribute_fidelity_node(curated_texts: pd.DataFrame, synthetic_albums: AlbumSet,
+                            ground_truth: pd.DataFrame,
+                            evaluation_network: EvaluationNetwork) -> dict[str, Any]:
+    """TV distance of scene/protagonist/object labels: synthetic texts and photos vs private."""
+    private = _truth_photo_attrs(ground_truth, "train")
+    if not private:
+        return report.section("attribute_fidelity", internal=True,
+                              absent="ground truth has no training-split photos")
+    values: dict[str, float] = {}
+    captions = _captions(curated_texts)
+    if captions:
+        text = metrics.attribute_tv(private, [parse_caption(c) for c in captions])
+        values |= {f"text_{k}": v for k, v in text.items()}
+        truth_events = _truth_labels(ground_truth, "train")["event"]
+        text_events = [parse_caption(s)["event"] or metrics.UNPARSED
+                       for s in curated_texts["summary"]]
+        values["text_tv_event"] = metrics.total_variation(Counter(truth_events),
+                                                          Counter(text_events))
+    images, _, _ = _photos(synthetic_albums)
+    if images:
+        found = metrics.attribute_tv(private, evaluation_network.predict(images))
+        values |= {f"image_{k}": v for k, v in found.items()}
+    heldout = _truth_photo_attrs(ground_truth, "heldout")
+    if heldout:  # two samples of the same private distribution: the floor TV can reach
+        values |= {f"floor_{k}": v for k, v in metrics.attribute_tv(private, heldout).items()}
+    if not (captions or images):
+        return report.section("attribute_fidelity", internal=True,
+                              absent="no synthetic captions and no synthetic photos")
+    return report.section("attribute_fidelity", internal=True, metrics=values)
+
+
+# ---- utility: train on synthetic, test on held-out real -----------------------------------------
+
+def utility_node(synthetic_albums: AlbumSet, private_albums: AlbumSet, heldout_albums: AlbumSet,
+                 ground_truth: pd.DataFrame, evaluation_network: EvaluationNetwork,
+                 utility: UtilityConfig) -> dict[str, Any]:
+    """TSTR: album-theme/protagonist classifiers on synthetic vs real training albums, tested on
+    held-out private albums (hyper-parameters chosen by CV on the training side only)."""
+    def album_features(albums: AlbumSet) -> tuple[np.ndarray, list[str]]:
+        images, ids, _ = _photos(albums)
+        return _album_means(evaluation_network.embed(images), ids)
+
+    syn_x, syn_ids = album_features(synthetic_albums)
+    syn_labels = {a.album_id: _text_album_labels(a.metadata.get("summary", ""),
+                                                 [p.caption or "" for p in a.photos])
+                  for a in synthetic_albums}
+    real_x, real_ids = album_features(private_albums)
+    test_x, test_ids = album_features(heldout_albums)
+    truth = pd.concat([_truth_labels(ground_truth, split) for split in ("train", "heldout")])
+    values: dict[str, float] = {}
+    absent: list[str] = []
+    for task in utility.tasks:
+        keep = [i for i, a in enumerate(syn_ids) if syn_labels[a][task]]
+        syn_y = [syn_labels[syn_ids[i]][task] for i in keep]
+        if len(set(syn_y)) < 2 or len(real_ids) < 2 or not test_ids:
+            absent.append(f"{task}: {len(set(syn_y))} synthetic classes in {len(keep)} labelled "
+                          f"albums, {len(real_ids)} real, {len(test_ids)} held-out albums")
+            continue
+        found = metrics.tstr((syn_x[keep], syn_y),
+                             (real_x, list(truth.loc[real_ids, task])),
+                             (test_x, list(truth.loc[test_ids, task])), utility.seed)
+        found["synthetic_unlabelled"] = float(len(syn_ids) - len(keep))
+        values |= {f"{task}_{k}": v for k, v in found.items()}
+    if not values:
+        return report.section("utility", internal=True, absent="; ".join(absent))
+    return report.section("utility", internal=True, metrics=values,
+                          notes={"absent": absent} if absent else None)
+
+
+# ---- privacy audit (internal) -------------------------------------------------------------------
+
+def caption_heldout_albums_node(heldout_albums: AlbumSet, captioner_model: Any,
+                                privacy_ledger: dict[str, Any], heldout_texts: HeldoutTextsConfig,
+                                summariser: SummariserConfig) -> pd.DataFrame:
+    """Held-out album texts made exactly like the training ones (same captioner and summariser).
+
+    ``privacy_ledger`` is an input only to order the run: evaluation reads private photos after
+    the DP mechanisms were planned, run and recorded.
+    """
+    return describe_albums(heldout_albums, captioner_model, heldout_texts, summariser)
+
+
+def _capped(texts: pd.DataFrame, cap: int | None, seed: int) -> pd.DataFrame:
+    if cap is None or len(texts) <= cap:
+        return texts
+    return texts.sample(n=cap, random_state=seed)
+
+
+def membership_inference_node(summary_lm: Any, caption_lm: Any, lm_tokenizer: Any,
+                              album_texts: pd.DataFrame, heldout_album_texts: pd.DataFrame,
+                              privacy_ledger: dict[str, Any],
+                              membership: MembershipConfig) -> dict[str, Any]:
+    """Loss-threshold membership inference on both LMs: training albums vs held-out albums."""
+    members = _capped(album_texts, membership.max_albums, membership.seed)
+    nonmembers = _capped(heldout_album_texts, membership.max_albums, membership.seed)
+    if min(len(members), len(nonmembers)) < 2:
+        return report.section("membership_inference", internal=True, absent=(
+            f"needs 2+ member and non-member albums: {len(members)} and {len(nonmembers)}"))
+    delta = float(privacy_ledger.get("delta", 1e-5))
+    values: dict[str, float] = {}
+    for role, model in (("summary_lm", summary_lm), ("caption_lm", caption_lm)):
+        kind = role.split("_")[0]
+        losses = [audit.album_losses(model, lm_tokenizer, texts, kind, membership.max_length,
+                                     membership.batch_size) for texts in (members, nonmembers)]
+        found = audit.membership_inference(losses[0], losses[1], delta)
+        values |= {f"{role}_{k}": v for k, v in found.items()}
+    return report.section("membership_inference", internal=True, metrics=values,
+                          notes={"claimed_epsilon": privacy_ledger.get("epsilon")})
+
+
+def canary_audit_node(summary_lm: Any, caption_lm: Any, lm_tokenizer: Any,
+                      album_texts: pd.DataFrame, canary_albums: AlbumSet,
+                      ground_truth: pd.DataFrame, sampling: SamplingConfig,
+                      canary: CanaryConfig) -> dict[str, Any]:
+    """Sample N captions with the release's decoding; count verbatim canary regenerations."""
+    canary_ids = {a.album_id for a in canary_albums}
+    trained = album_texts[album_texts["album_id"].astype(str).isin(canary_ids)]
+    if trained.empty:
+        return report.section("canary_audit", internal=True, absent=(
+            f"no canary album among the training texts ({len(canary_ids)} canary albums read): "
+            "this is not an audit run (set demo_world.n_canary_albums > 0 and train on them)"))
+    config = replace(SamplingConfig.from_params(sampling),
+                     n_albums=audit.n_albums_for(canary.n_samples, canary.captions_per_album),
+                     photos_per_album=AlbumSizePrior(min=canary.captions_per_album,
+                                                     max=canary.captions_per_album),
+                     seed=canary.seed, show_progress=False)
+    sampled, _ = sample_album_texts(summary_lm, caption_lm, lm_tokenizer, config)
+    captions = [c for album in sampled for c in album.captions][:canary.n_samples]
+    seen = {f"{r.colour} {r.shape}" for r in ground_truth.itertuples()}
+    canary_protagonists = {f"{r.colour} {r.shape}" for r in ground_truth.itertuples()
+                           if r.split == "canary"}
+    control = [p.name for p in PROTAGONISTS if p.name not in seen]
+    values = audit.canary_exposure(captions, _captions(trained), sorted(canary_protagonists),
+                                   control)
+    return report.section("canary_audit", internal=True, metrics=values,
+                          notes={"n_canary_albums_trained": len(trained)})
+
+
+# ---- metrics out, report out --------------------------------------------------------------------
+
+def collect_metrics_node(
+    privacy_ledger: dict[str, Any], *sections: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, dict[str, float]], dict[str, str]]:
+    """metrics.json (released/internal/absent), the MLflow metrics and the run's privacy tags."""
+    document = report.assemble_metrics(privacy_ledger, list(sections))
+    return document, report.mlflow_metrics(document), report.privacy_tags(privacy_ledger)
+
+
+def build_report_node(evaluation_metrics: dict[str, Any], privacy_ledger: dict[str, Any],
+                      synthetic_albums: AlbumSet, public_corpus: pd.DataFrame,
+                      privacy_utility_plot: bytes | None, report_config: ReportConfig) -> str:
+    """report.html: ledger, metrics, privacy-utility plot, synthetic gallery and public samples."""
+    return report.render_report(evaluation_metrics, privacy_ledger, synthetic_albums,
+                                public_corpus, privacy_utility_plot, report_config)

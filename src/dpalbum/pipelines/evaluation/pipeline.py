@@ -1,0 +1,67 @@
+"""Wiring of the ``evaluation`` pipeline: metric sections in parallel, then metrics and report.
+
+Every section node reads only what its metric needs, so a section runs (and is tested) on its
+own; ``collect_metrics_node`` gathers them into metrics.json, the MLflow metrics and run tags.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from kedro.pipeline import Node, Pipeline
+
+from dpalbum.pipelines.evaluation import nodes
+
+P = "params:evaluation"
+
+# (section output, node function, inputs): one metrics section each.
+SECTIONS: list[tuple[str, Callable[..., dict], list[str]]] = [
+    ("evaluation_network_section", nodes.evaluation_network_report_node, ["evaluation_network"]),
+    ("image_fidelity_section", nodes.image_fidelity_node,
+     ["synthetic_albums", "heldout_albums", "evaluation_network", f"{P}.image_fidelity"]),
+    ("text_fidelity_section", nodes.text_fidelity_node,
+     ["curated_texts", "album_texts", f"{P}.text_metrics"]),
+    ("album_coherence_section", nodes.album_coherence_node,
+     ["synthetic_albums", "evaluation_network", f"{P}.text_metrics"]),
+    ("private_coherence_section", nodes.private_coherence_node,
+     ["heldout_albums", "album_texts", "evaluation_network", f"{P}.text_metrics"]),
+    ("caption_agreement_section", nodes.caption_agreement_node,
+     ["synthetic_albums", "evaluation_network"]),
+    ("attribute_fidelity_section", nodes.attribute_fidelity_node,
+     ["curated_texts", "synthetic_albums", "ground_truth", "evaluation_network"]),
+    ("utility_section", nodes.utility_node,
+     ["synthetic_albums", "private_albums", "heldout_albums", "ground_truth",
+      "evaluation_network", f"{P}.utility"]),
+    ("membership_inference_section", nodes.membership_inference_node,
+     ["summary_lm", "caption_lm", "lm_tokenizer", "album_texts", "heldout_album_texts",
+      "privacy_ledger", f"{P}.membership"]),
+    ("canary_audit_section", nodes.canary_audit_node,
+     ["summary_lm", "caption_lm", "lm_tokenizer", "album_texts", "canary_albums",
+      "ground_truth", "params:sampling", f"{P}.canary"]),
+]
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    """Evaluation network, metric sections, metrics.json + MLflow, report.html."""
+    return Pipeline(
+        [
+            Node(nodes.train_evaluation_network_node,
+                 inputs=["public_corpus", f"{P}.network"], outputs="evaluation_network",
+                 name="train_evaluation_network_node"),
+            Node(nodes.caption_heldout_albums_node,
+                 inputs=["heldout_albums", "captioner_model", "privacy_ledger",
+                         f"{P}.heldout_texts", "params:captioning.summariser"],
+                 outputs="heldout_album_texts", name="caption_heldout_albums_node"),
+            *[Node(func, inputs=inputs, outputs=output, name=func.__name__)
+              for output, func, inputs in SECTIONS],
+            Node(nodes.collect_metrics_node,
+                 inputs=["privacy_ledger", *[output for output, _, _ in SECTIONS]],
+                 outputs=["evaluation_metrics", "evaluation_mlflow_metrics",
+                          "evaluation_run_tags"],
+                 name="collect_metrics_node"),
+            Node(nodes.build_report_node,
+                 inputs=["evaluation_metrics", "privacy_ledger", "synthetic_albums",
+                         "public_corpus", "privacy_utility_plot", f"{P}.report"],
+                 outputs="evaluation_report", name="build_report_node"),
+        ]
+    )

@@ -1,0 +1,379 @@
+"""The metrics document (metrics.json), its MLflow form, and the self-contained report.html.
+
+Privacy marking: a section is ``internal`` when computing it read private data (photos, texts,
+ground truth or the private-trained LMs on private texts). Internal numbers are aggregates, not
+covered by the ledger's ε: they stay with the data team. The report never shows a private photo or
+text: its gallery is synthetic albums and public-corpus images; with
+``include_internal_metrics: false`` it also drops internal numbers and can ship with the data.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from dpalbum.albums.model import AlbumSet
+
+# One line per metric: what it measures and which way is better. Keys: section.metric (task-
+# and role-specific names are matched on their suffix, see ``explain``).
+EXPLANATIONS: dict[str, str] = {
+    "evaluation_network.scene_accuracy": "evaluation network's scene accuracy on public held-out "
+                                         "images (how far its labels can be trusted)",
+    "evaluation_network.protagonist_accuracy": "evaluation network's protagonist (colour and "
+                                               "shape) accuracy on public held-out images",
+    "evaluation_network.colour_accuracy": "evaluation network's protagonist-colour accuracy on "
+                                          "public held-out images",
+    "evaluation_network.shape_accuracy": "evaluation network's protagonist-shape accuracy on "
+                                         "public held-out images",
+    "evaluation_network.objects_f1": "evaluation network's object micro-F1 on public held-out "
+                                     "images",
+    "image_fidelity.local_fd": "Fréchet distance on the local evaluation network's features, "
+                               "synthetic vs held-out photos (lower is better; local metric, not "
+                               "comparable to published FID)",
+    "image_fidelity.fid": "standard FID (Inception-v3) synthetic vs held-out photos (lower is "
+                          "better)",
+    "image_fidelity.kid": "kernel distance (unbiased MMD², cubic kernel) on the same features "
+                          "(lower is better; ~0 = same distribution)",
+    "image_fidelity.kid_std": "spread of KID over random subsets",
+    "image_fidelity.precision": "share of synthetic photos inside the real photos' k-NN manifold "
+                                "(realism; higher is better)",
+    "image_fidelity.recall": "share of real photos inside the synthetic k-NN manifold (diversity; "
+                             "higher is better)",
+    "text_fidelity.summary_fd": "Fréchet distance of MiniLM embeddings, synthetic vs private "
+                                "album summaries (lower is better)",
+    "text_fidelity.summary_mauve": "MAUVE of synthetic vs private summaries on MiniLM features "
+                                   "(1 = indistinguishable)",
+    "text_fidelity.caption_fd": "Fréchet distance of MiniLM embeddings, synthetic vs private "
+                                "captions (lower is better)",
+    "text_fidelity.caption_mauve": "MAUVE of synthetic vs private captions (1 = "
+                                   "indistinguishable)",
+    "photo_within": "mean cosine similarity of two photos of the same album (evaluation "
+                    "features)",
+    "photo_between": "mean cosine similarity of two photos of different albums",
+    "photo_gap": "within minus between for photos: how much an album hangs together (higher is "
+                 "more coherent)",
+    "caption_within": "mean cosine similarity of two captions of the same album (MiniLM)",
+    "caption_between": "mean cosine similarity of two captions of different albums",
+    "caption_gap": "within minus between for captions (higher is more coherent)",
+    "caption_agreement.scene_agreement": "share of rendered photos whose predicted scene is the "
+                                         "one their caption names",
+    "caption_agreement.protagonist_agreement": "share of rendered photos whose predicted "
+                                               "protagonist is the one their caption names",
+    "caption_agreement.protagonist_consistency": "mean share of an album's photos showing its "
+                                                 "most frequent protagonist",
+    "caption_agreement.albums_consistent_90": "share of albums whose protagonist agrees on at "
+                                              "least 90% of the photos",
+    "tv_scene": "total-variation distance of scene labels to the private photos' (0 = same "
+                "distribution, 1 = disjoint)",
+    "tv_protagonist": "total-variation distance of protagonist labels to the private photos'",
+    "tv_objects": "total-variation distance of object mentions to the private photos'",
+    "tv_event": "total-variation distance of album themes (events) to the private albums'",
+    "accuracy_synthetic": "held-out accuracy of a classifier trained on synthetic albums (TSTR)",
+    "accuracy_real": "held-out accuracy of the same classifier trained on real training albums",
+    "relative": "TSTR accuracy / real-trained accuracy (1 = synthetic data as useful as real)",
+    "majority_baseline": "held-out accuracy of always guessing the most common real class",
+    "synthetic_unlabelled": "synthetic albums left out: no label could be parsed from their text",
+    "mean_loss_members": "mean per-album LM loss of training albums",
+    "mean_loss_nonmembers": "mean per-album LM loss of held-out albums",
+    "fpr_resolution": "smallest non-zero FPR the number of non-members allows",
+    "unparsed_rate": "share of sampled captions naming no protagonist",
+    "auc": "membership-inference ROC AUC, members vs held-out albums, from per-album LM loss "
+           "(0.5 = no signal)",
+    "tpr_at_1pct_fpr": "share of members the loss attack finds at 1% false-positive rate (at "
+                       "FPR 0 below 100 non-members)",
+    "epsilon_lower_bound": "ε the attack certifies (Clopper-Pearson, 95%); must stay ≤ the "
+                           "claimed ε",
+    "canary_captions_regenerated": "distinct canary captions the samplers wrote verbatim",
+    "canary_caption_hits": "sampled captions equal to a canary caption",
+    "canary_protagonist_rate": "share of samples naming a canary protagonist (per protagonist)",
+    "control_protagonist_rate": "same for protagonists no private album shows (public-prior "
+                                "baseline)",
+}
+
+# Prefixes that qualify a metric's base explanation (attribute fidelity, counts).
+QUALIFIERS: dict[str, str] = {
+    "text_": " (synthetic texts, parsed with the demo vocabulary)",
+    "image_": " (synthetic photos, labelled by the evaluation network)",
+}
+
+# Mechanism columns of the ledger table, in order (those present in the ledger are shown).
+LEDGER_COLUMNS = ("name", "kind", "epsilon_share", "epsilon_alone", "noise_multiplier",
+                  "sample_rate", "steps", "status")
+
+SECTION_TITLES: dict[str, str] = {
+    "evaluation_network": "Evaluation network (public data)",
+    "image_fidelity": "Image fidelity",
+    "text_fidelity": "Text fidelity",
+    "album_coherence": "Album coherence (synthetic)",
+    "private_coherence": "Album coherence (private reference)",
+    "caption_agreement": "Photo-caption agreement (demo world)",
+    "attribute_fidelity": "Attribute fidelity (demo world)",
+    "utility": "Utility: train on synthetic, test on real",
+    "membership_inference": "Privacy audit: membership inference",
+    "canary_audit": "Privacy audit: canaries",
+}
+
+
+def section(name: str, internal: bool, metrics: dict[str, float] | None = None,
+            absent: str | None = None, notes: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One metrics section: numbers, or the reason an input it needs is absent."""
+    if (metrics is None) == (absent is None):
+        raise ValueError(f"section {name!r}: give either metrics or an absent reason")
+    return {"name": name, "internal": internal,
+            "metrics": {k: float(v) for k, v in (metrics or {}).items()},
+            "absent": absent, "notes": notes or {}}
+
+
+def _json_number(value: float) -> float | str | None:
+    if math.isnan(value):
+        return None
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return round(value, 6)
+
+
+def assemble_metrics(privacy_ledger: dict[str, Any],
+                     sections: list[dict[str, Any]]) -> dict[str, Any]:
+    """metrics.json: run privacy, then released and internal sections, then what was absent."""
+    doc: dict[str, Any] = {
+        "generated": datetime.now(UTC).isoformat(timespec="seconds"),
+        "privacy": {k: privacy_ledger.get(k) for k in ("epsilon", "delta", "unit",
+                                                       "budget_epsilon")},
+        "released": {}, "internal": {}, "absent": {}, "notes": {},
+        "internal_means": "computed from private data (photos, texts, ground truth): aggregate "
+                          "statistics NOT covered by the privacy ledger; keep inside the team",
+    }
+    for s in sections:
+        if s["absent"] is not None:
+            doc["absent"][s["name"]] = s["absent"]
+        else:
+            part = "internal" if s["internal"] else "released"
+            doc[part][s["name"]] = {k: _json_number(v) for k, v in s["metrics"].items()}
+        if s["notes"]:
+            doc["notes"][s["name"]] = s["notes"]
+    return doc
+
+
+def mlflow_metrics(document: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Finite numbers as ``{section.metric: {value, step}}`` (MlflowMetricsHistoryDataset)."""
+    out: dict[str, dict[str, float]] = {}
+    for part in ("released", "internal"):
+        for name, values in document[part].items():
+            for key, value in values.items():
+                if isinstance(value, int | float) and math.isfinite(value):
+                    out[f"{name}.{key}"] = {"value": float(value), "step": 0}
+    epsilon = _epsilon(document["privacy"])
+    if math.isfinite(epsilon):
+        out["privacy.epsilon"] = {"value": epsilon, "step": 0}
+    return out
+
+
+def _epsilon(privacy: dict[str, Any]) -> float:
+    eps = privacy.get("epsilon")
+    return math.inf if eps in (None, "inf", "Infinity") else float(eps)
+
+
+def privacy_tags(privacy_ledger: dict[str, Any]) -> dict[str, str]:
+    """MLflow run tags: ε, δ, unit, whether the run is private at all, its mechanisms."""
+    eps = _epsilon(privacy_ledger)
+    return {"privacy.epsilon": "inf" if math.isinf(eps) else f"{eps:.4g}",
+            "privacy.delta": f"{float(privacy_ledger.get('delta', float('nan'))):.3g}",
+            "privacy.unit": str(privacy_ledger.get("unit", "unknown")),
+            "privacy.non_private": str(math.isinf(eps)).lower(),
+            "privacy.mechanisms": ",".join(str(m.get("name", "?"))
+                                           for m in privacy_ledger.get("mechanisms", []))}
+
+
+def explain(section_name: str, metric: str) -> str:
+    """The one-line explanation of a metric: its exact key, else its longest known suffix (with
+    the qualifier of its prefix), else a generic line for counts."""
+    key = f"{section_name}.{metric}"
+    if key in EXPLANATIONS:
+        return EXPLANATIONS[key]
+    if metric.startswith("floor_"):
+        return (f"{metric.removeprefix('floor_')} between held-out and training private albums: "
+                "the floor sampling noise alone reaches")
+    suffixes = [k for k in EXPLANATIONS if "." not in k and metric.endswith(k)]
+    if suffixes:
+        qualifier = next((q for p, q in QUALIFIERS.items() if metric.startswith(p)), "")
+        return EXPLANATIONS[max(suffixes, key=len)] + qualifier
+    if metric.startswith("n_") or "_n_" in metric:
+        return "number of items the metric was computed on"
+    return ""
+
+
+# ---- HTML ---------------------------------------------------------------------------------------
+
+def png_data_uri(image: np.ndarray | bytes) -> str:
+    """An inline ``data:image/png;base64`` URI for an RGB array or PNG bytes."""
+    if not isinstance(image, bytes | bytearray):
+        buffer = io.BytesIO()
+        Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buffer, format="PNG")
+        image = buffer.getvalue()
+    return "data:image/png;base64," + base64.b64encode(image).decode("ascii")
+
+
+def _format(value: Any) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return html.escape(str(value))
+
+
+def _ledger_html(ledger: dict[str, Any]) -> str:
+    eps = _epsilon(ledger)
+    shown = "∞ (NON-PRIVATE baseline)" if math.isinf(eps) else _format(eps)
+    head = (f"<p class='privacy'>ε = <b>{shown}</b>, δ = <b>{_format(ledger.get('delta'))}</b>, "
+            f"unit = <b>{html.escape(str(ledger.get('unit', 'unknown')))}</b>"
+            + (f", budget ε = {_format(ledger.get('budget_epsilon'))}"
+               if ledger.get("budget_epsilon") is not None else "") + "</p>")
+    mechanisms = ledger.get("mechanisms") or []
+    if not mechanisms:
+        return head + "<p class='absent'>The ledger lists no mechanism.</p>"
+    present = {k for m in mechanisms for k in m}
+    columns = [k for k in LEDGER_COLUMNS if k in present]
+    rows = "".join("<tr>" + "".join(f"<td>{_format(m.get(c))}</td>" for c in columns) + "</tr>"
+                   for m in mechanisms)
+    header = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    return head + f"<table class='ledger'><tr>{header}</tr>{rows}</table>"
+
+
+def _metrics_html(doc: dict[str, Any], include_internal: bool) -> str:
+    parts = []
+    groups = [("released", False)] + ([("internal", True)] if include_internal else [])
+    for part, internal in groups:
+        for name, values in doc.get(part, {}).items():
+            rows = "".join(
+                f"<tr><td>{html.escape(k)}</td><td class='value'>{_format(v)}</td>"
+                f"<td>{html.escape(explain(name, k))}</td></tr>" for k, v in values.items())
+            badge = "<span class='internal'>internal</span>" if internal else ""
+            title = html.escape(SECTION_TITLES.get(name, name))
+            parts.append(f"<h3>{title} {badge}</h3><table class='metrics' data-section="
+                         f"'{html.escape(name)}'><tr><th>metric</th><th>value</th>"
+                         f"<th>what it means</th></tr>{rows}</table>")
+    absent = doc.get("absent", {})
+    if absent:
+        items = "".join(f"<li><b>{html.escape(SECTION_TITLES.get(k, k))}</b>: "
+                        f"{html.escape(v)}</li>" for k, v in absent.items())
+        parts.append(f"<h3>Not measured in this run</h3><ul class='absent'>{items}</ul>")
+    if not include_internal and doc.get("internal"):
+        parts.append("<p class='absent'>Internal metrics (computed on private data) are left "
+                     "out of this released report.</p>")
+    return "".join(parts)
+
+
+def _photo_html(image: np.ndarray, caption: str, px: int) -> str:
+    return (f"<div class='photo'><img src='{png_data_uri(image)}' width='{px}' height='{px}' "
+            f"alt='{html.escape(caption)}'><span>{html.escape(caption)}</span></div>")
+
+
+def _gallery_html(albums: AlbumSet, n: int, px: int, rng: np.random.Generator) -> str:
+    chosen = sorted(rng.choice(len(albums), size=min(n, len(albums)), replace=False).tolist())
+    figures = []
+    for i in chosen:
+        album = albums.albums[i]
+        photos = "".join(_photo_html(p.image, p.caption or "", px) for p in album.photos)
+        summary = html.escape(str(album.metadata.get("summary", "")))
+        figures.append(f"<figure class='album' data-album-id='{html.escape(album.album_id)}'>"
+                       f"<figcaption><b>{html.escape(album.album_id)}</b>: {summary}"
+                       f"</figcaption><div class='photos'>{photos}</div></figure>")
+    return "".join(figures) or "<p class='absent'>No synthetic album to show.</p>"
+
+
+def _public_html(corpus: pd.DataFrame, n: int, px: int, rng: np.random.Generator) -> str:
+    if corpus.empty:
+        return "<p class='absent'>No public-corpus image to show.</p>"
+    rows = corpus.iloc[sorted(rng.choice(len(corpus), size=min(n, len(corpus)),
+                                         replace=False).tolist())]
+    items = "".join(
+        f"<figure class='public-sample'><img src='{png_data_uri(bytes(r.image))}' width='{px}' "
+        f"height='{px}' alt='public image'><figcaption>{html.escape(str(r.caption))}"
+        f"</figcaption></figure>" for r in rows.itertuples())
+    return f"<div class='public'>{items}</div>"
+
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px}
+th{background:#f3f3f3;text-align:left}td.value{text-align:right;font-variant-numeric:tabular-nums}
+.internal{background:#b00;color:#fff;font-size:.7em;padding:1px 6px;border-radius:3px}
+.banner{background:#fff4e5;border:1px solid #e0a040;padding:.6em 1em}
+.absent{color:#777}.side{display:flex;gap:2em;align-items:flex-start}
+.gallery{flex:3}.publicside{flex:1}
+figure.album{border:1px solid #ddd;margin:0 0 1em;padding:.5em}
+.photos{display:flex;flex-wrap:wrap;gap:6px}.photo{width:110px;font-size:.75em}
+img{image-rendering:pixelated;display:block}
+.public{display:flex;flex-wrap:wrap;gap:6px}figure.public-sample{margin:0;width:110px;
+font-size:.75em}
+"""
+
+# Marks the page once every image decoded: a headless browser test reads these attributes.
+_SCRIPT = """
+window.addEventListener('load', function () {
+  var imgs = Array.prototype.slice.call(document.images);
+  var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; });
+  document.body.setAttribute('data-images-total', imgs.length);
+  document.body.setAttribute('data-images-loaded', ok.length);
+  document.querySelectorAll('figure.album').forEach(function (f) {
+    var mine = Array.prototype.slice.call(f.querySelectorAll('img'));
+    f.setAttribute('data-loaded', mine.filter(function (i) {
+      return i.complete && i.naturalWidth > 0; }).length + '/' + mine.length);
+  });
+});
+"""
+
+
+def render_report(doc: dict[str, Any], ledger: dict[str, Any], synthetic_albums: AlbumSet,
+                  public_corpus: pd.DataFrame, privacy_utility_plot: bytes | None,
+                  config: Any) -> str:
+    """The self-contained report page (every image inlined as base64 PNG)."""
+    rng = np.random.default_rng(config.seed)
+    include_internal = bool(config.include_internal_metrics)
+    eps = _epsilon(ledger)
+    title = f"dpalbum run report: ε = {'∞' if math.isinf(eps) else f'{eps:.3g}'}"
+    banner = ("<p class='banner'>This report shows no private photo or text: the gallery holds "
+              "synthetic albums and public-corpus images. Sections marked "
+              "<span class='internal'>internal</span> are aggregate statistics computed from "
+              "private data, <b>not covered by the privacy ledger</b>: keep this report inside "
+              "the data team, or render it with include_internal_metrics: false to release it."
+              "</p>") if include_internal else (
+        "<p class='banner'>Released report: no private photo, text or internal metric.</p>")
+    if math.isinf(eps):
+        banner += ("<p class='banner'><b>NON-PRIVATE baseline (ε = ∞)</b>: never release "
+                   "this run's synthetic data.</p>")
+    plot = (f"<img class='plot' src='{png_data_uri(bytes(privacy_utility_plot))}' "
+            "alt='privacy-utility plot' style='image-rendering:auto;max-width:900px'>"
+            if privacy_utility_plot else
+            "<p class='absent'>No privacy-utility plot yet: run scripts/epsilon_sweep.py.</p>")
+    px = int(config.thumbnail_px)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>{_STYLE}</style></head>
+<body data-images-total="0" data-images-loaded="0">
+<h1>{html.escape(title)}</h1>
+<p>Generated {html.escape(str(doc.get('generated', '')))}.</p>
+{banner}
+<h2>Privacy ledger</h2>
+{_ledger_html(ledger)}
+<h2>Metrics</h2>
+{_metrics_html(doc, include_internal)}
+<h2>Privacy-utility trade-off</h2>
+{plot}
+<div class="side">
+<section class="gallery"><h2>Synthetic albums</h2>
+{_gallery_html(synthetic_albums, config.n_gallery_albums, px, rng)}</section>
+<section class="publicside"><h2>Public-corpus samples</h2>
+{_public_html(public_corpus, config.n_public_samples, px, rng)}</section>
+</div>
+<script>{_SCRIPT}</script>
+</body></html>
+"""

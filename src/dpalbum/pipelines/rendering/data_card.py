@@ -1,0 +1,123 @@
+"""The data card released next to the synthetic albums (DATA_CARD.md): privacy guarantee, models
+and their provenance, what the data is for and not for."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+LEDGER_KEYS = ("epsilon", "delta", "unit", "mechanisms")
+
+
+def privacy_summary(ledger: dict[str, Any]) -> dict[str, Any]:
+    """ε, δ, unit and mechanisms of a privacy ledger (format: shared/tools/verify_ledger.py),
+    JSON-safe: an infinite ε (non-private baseline) is the string "inf"."""
+    if not isinstance(ledger, dict):
+        raise ValueError(f"privacy_ledger must be the ledger's JSON object, got "
+                         f"{type(ledger).__name__}")
+    missing = [k for k in LEDGER_KEYS if k not in ledger]
+    if missing:
+        raise ValueError(f"privacy_ledger lacks {missing}: released albums must carry ε, δ, the "
+                         "privacy unit and the mechanisms (see shared/tools/verify_ledger.py); "
+                         "run the dp_training pipeline first")
+    epsilon = ledger["epsilon"]
+    epsilon = math.inf if epsilon in (None, "inf", "Infinity") else float(epsilon)
+    return {
+        "epsilon": round(epsilon, 4) if math.isfinite(epsilon) else "inf",
+        "delta": float(ledger["delta"]),
+        "unit": str(ledger["unit"]),
+        "budget_epsilon": ledger.get("budget_epsilon"),
+        "mechanisms": [dict(m) for m in ledger["mechanisms"]],
+    }
+
+
+def _mechanism_rows(mechanisms: list[dict[str, Any]]) -> list[str]:
+    rows = ["| mechanism | kind | noise multiplier | sample rate | steps |",
+            "|---|---|---|---|---|"]
+    for m in mechanisms:
+        rows.append(f"| {m.get('name', '?')} | {m.get('kind', '?')} | "
+                    f"{m.get('noise_multiplier', '?')} | {m.get('sample_rate', '-')} | "
+                    f"{m.get('steps', '-')} |")
+    return rows
+
+
+def build_data_card(report: dict[str, Any], n_albums: int, n_photos: int) -> str:
+    """Markdown data card from the rendering report (which carries the ledger summary)."""
+    privacy, renderer = report["privacy"], report["renderer"]
+    eps, delta, unit = privacy["epsilon"], privacy["delta"], privacy["unit"]
+    private = eps != "inf"
+    training = renderer.get("training", {})
+    selection = training.get("selection")
+    trained_on = (
+        f"{training.get('n_images', '?')} PUBLIC images ({training.get('data', 'public data')}, "
+        f"selection: {selection}); private data reached it "
+        f"{training.get('private_data_used', 'not at all')}"
+        if renderer["backend"] == "embedded" else training.get("note", "pretrained by its authors")
+    )
+    coherence = report["coherence"]
+    size = report["image_size"]
+    headline = (
+        f"**Differentially private: (ε = {eps}, δ = {delta:g}) per {unit}.**"
+        if private else
+        "**NOT PRIVATE: ε = ∞. This is a non-private baseline run; do not release these albums.**"
+    )
+    lines = [
+        "# DATA CARD: synthetic photo albums (dpalbum)",
+        "",
+        headline,
+        "",
+        "| | |",
+        "|---|---|",
+        f"| ε (epsilon) | {eps} |",
+        f"| δ (delta) | {delta:g} |",
+        f"| privacy unit | {unit} |",
+        f"| albums / photos | {n_albums} / {n_photos} ({size}x{size} PNG) |",
+        f"| generated (UTC) | {report['rendered_at']} |",
+        f"| seed | {report['seed']} |",
+        "",
+        "## Privacy guarantee",
+        f"Every mechanism that read the private albums is listed below; ε is their joint "
+        f"composition by the privacy ledger (not a sum by hand), for one {unit} added or removed"
+        + (f" (budget ε = {privacy['budget_epsilon']})." if privacy.get("budget_epsilon")
+           else "."),
+        "Anything computed only from these files keeps the same guarantee (post-processing). "
+        "People who appear in several albums are protected less (group privacy).",
+        "",
+        *_mechanism_rows(privacy["mechanisms"]),
+        "",
+        "## Models and their provenance",
+        "| model | role | trained on |",
+        "|---|---|---|",
+        "| language models (see the dpsgd mechanisms above) | album summaries, then captions | "
+        "pre-trained on public text, fine-tuned with DP-SGD on PRIVATE album texts (on the "
+        "ledger) |",
+        "| text filters | curation of the synthetic texts | public models, synthetic text only "
+        "(post-processing, no ε) |",
+        f"| renderer: {renderer['architecture']} | text-to-image, sampler "
+        f"{renderer['sampler']} | {trained_on} |",
+        f"| text encoder: {renderer['text_encoder']} | renderer conditioning | public |",
+        "",
+        "## How albums are made coherent",
+        f"One seed per album (from the run seed and the album id); shared initial noise "
+        f"{'on' if coherence['shared_initial_latents'] else 'off'} (per-photo jitter "
+        f"{coherence['latent_jitter']}); protagonist phrase in every prompt "
+        f"{'on' if coherence['character_in_every_prompt'] else 'off'}; guidance scale "
+        f"{coherence['guidance_scale']}. Each album.json holds the summary, captions, the prompts "
+        "actually rendered, the seed and the privacy guarantee.",
+        "",
+        "## Intended uses",
+        "- Exploring and sharing the themes, characters and statistics of the album collection "
+        "without exposing any real album.",
+        "- Developing, testing and benchmarking tools and models on album-shaped data.",
+        "",
+        "## Not for",
+        "- Learning anything about a specific person or real album, or re-identifying anyone: "
+        "the guarantee is designed to prevent it, and any such inference is invalid.",
+        "- Conclusions about rare events, rare people or small subgroups: DP noise and the "
+        "selection of public data suppress what few albums show.",
+        "- Ground truth for evaluation of real-photo models, or photorealism: the photos are "
+        "drawn by a small renderer and can be wrong, blurry or biased by its public training "
+        "data.",
+        "",
+    ]
+    return "\n".join(lines)

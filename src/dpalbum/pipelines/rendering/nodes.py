@@ -1,0 +1,250 @@
+"""Thin nodes of the ``rendering`` pipeline: pick the renderer's public pre-training data,
+pre-train the renderer, render the curated album texts, write the data card."""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from dpalbum.albums.images import center_crop_resize, to_rgb
+from dpalbum.albums.model import Album, AlbumSet, Photo
+from dpalbum.models.renderer import (
+    CoherenceConfig,
+    EmbeddedRenderer,
+    PretrainedRenderer,
+    RendererConfig,
+    album_prompts,
+    album_seed,
+    dp_finetune_embedded_renderer,
+    resize_images,
+    train_embedded_renderer,
+)
+from dpalbum.pipelines.rendering.data_card import build_data_card, privacy_summary
+
+logger = logging.getLogger(__name__)
+
+SELECTIONS = ("semantic", "all", "none")
+RENDERER_MECHANISM = "renderer"  # its name on the privacy plan / ledger
+DP_FINETUNE_DEFAULTS: dict[str, Any] = {"enabled": False, "expected_batch_albums": 16,
+                                        "epochs": 2, "lr": 5e-4, "noise_multiplier": "auto"}
+CURATED_COLUMNS = ("album_id", "summary", "captions")
+
+
+@dataclass
+class RenderingParams:
+    """``params:rendering`` (conf/base/parameters_rendering.yml), validated before the run."""
+
+    seed: int
+    selection: str = "semantic"  # renderer pre-training data: semantic | all | none
+    renderer: RendererConfig = field(default_factory=RendererConfig)
+    coherence: CoherenceConfig = field(default_factory=CoherenceConfig)
+    # PRIVIMAGE stage 2 (see dp_finetune_renderer_node): enabled, expected_batch_albums,
+    # epochs, lr, noise_multiplier ("auto": calibrated to the renderer's ε share)
+    dp_finetune: dict[str, Any] = field(default_factory=lambda: {"enabled": False})
+
+    def __post_init__(self) -> None:
+        if isinstance(self.renderer, dict):
+            self.renderer = RendererConfig(**self.renderer)
+        if isinstance(self.coherence, dict):
+            self.coherence = CoherenceConfig(**self.coherence)
+        if self.selection not in SELECTIONS:
+            raise ValueError(f"parameters_rendering.yml: rendering.selection must be one of "
+                             f"{SELECTIONS}, got {self.selection!r}")
+        self.dp_finetune = {**DP_FINETUNE_DEFAULTS, **(self.dp_finetune or {})}
+        if self.dp_finetune["enabled"] and self.renderer.backend != "embedded":
+            raise ValueError("parameters_rendering.yml: rendering.dp_finetune is only available "
+                             "for the embedded renderer backend")
+
+    @classmethod
+    def of(cls, rendering: RenderingParams | dict[str, Any]) -> RenderingParams:
+        """The typed parameters (Kedro converts ``params:rendering`` itself when validation
+        runs; a plain dict, e.g. from a bare runner, is converted here)."""
+        return rendering if isinstance(rendering, cls) else cls(**rendering)
+
+
+def _decode(data: bytes, size: int) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(center_crop_resize(to_rgb(image), size), dtype=np.uint8)
+
+
+def select_renderer_pretraining_data_node(
+    public_corpus: pd.DataFrame, public_selection: pd.DataFrame, rendering: RenderingParams
+) -> pd.DataFrame:
+    """The PUBLIC images (``image_id``, ``image``, ``caption``) the renderer is pre-trained on:
+    the DP semantic query's choice, the whole corpus, or none."""
+    rendering = RenderingParams.of(rendering)
+    missing = [c for c in ("image_id", "image", "caption") if c not in public_corpus.columns]
+    if missing:
+        raise ValueError(f"public_corpus lacks columns {missing} (needs image_id, image as "
+                         "PNG/JPEG bytes, caption); regenerate it with `kedro run --pipelines "
+                         "demo_world`")
+    corpus = public_corpus[["image_id", "image", "caption"]]
+    if rendering.selection == "all":
+        chosen = corpus
+    elif rendering.selection == "none":
+        chosen = corpus.iloc[:0]
+    else:
+        if "image_id" not in public_selection.columns:
+            raise ValueError("public_selection needs an image_id column (the public images the "
+                             "DP semantic query chose)")
+        wanted = set(public_selection["image_id"])
+        unknown = sorted(wanted - set(corpus["image_id"]))
+        if unknown:
+            raise ValueError(f"public_selection names {len(unknown)} image ids absent from the "
+                             f"public corpus (e.g. {unknown[:3]}): it was made for another corpus; "
+                             "rerun the dp_training pipeline")
+        chosen = corpus[corpus["image_id"].isin(wanted)]
+    logger.info("renderer pre-training data (%s): %d of %d public images (%.1f%%)",
+                rendering.selection, len(chosen), len(corpus),
+                100 * len(chosen) / max(1, len(corpus)))
+    return chosen.reset_index(drop=True)
+
+
+def pretrain_renderer_node(
+    renderer_pretraining_set: pd.DataFrame, rendering: RenderingParams
+) -> EmbeddedRenderer | PretrainedRenderer:
+    """Train the embedded renderer on the public pre-training set, or load the pretrained one."""
+    rendering = RenderingParams.of(rendering)
+    config = rendering.renderer
+    if config.backend == "pretrained":
+        if len(renderer_pretraining_set):
+            logger.info("pretrained renderer: used as is, the %d selected public images are not "
+                        "trained on", len(renderer_pretraining_set))
+        return PretrainedRenderer.load(config)
+    size = config.image_size
+    images = np.stack([_decode(b, size) for b in renderer_pretraining_set["image"]]) if len(
+        renderer_pretraining_set) else np.zeros((0, size, size, 3), np.uint8)
+    provenance = {"data": "public corpus", "selection": rendering.selection,
+                  "private_data_used": "only through the DP semantic query (on the privacy "
+                  "ledger)" if rendering.selection == "semantic" else "none"}
+    return train_embedded_renderer(images, list(renderer_pretraining_set["caption"]), config,
+                                   provenance)
+
+
+def renderer_mechanism_spec(rendering: RenderingParams | dict[str, Any]) -> list[dict[str, Any]]:
+    """The renderer's DP fine-tune as a ``dpalbum.privacy.plan_privacy`` spec ([] when off): the
+    planning node must include it so the budget is composed before any private photo is read."""
+    cfg = RenderingParams.of(rendering).dp_finetune
+    if not cfg["enabled"]:
+        return []
+    return [{"name": RENDERER_MECHANISM, "kind": "dpsgd",
+             "expected_batch_albums": cfg["expected_batch_albums"], "epochs": cfg["epochs"],
+             "noise_multiplier": cfg["noise_multiplier"]}]
+
+
+def dp_finetune_renderer_node(
+    renderer_model: EmbeddedRenderer | PretrainedRenderer, private_albums: AlbumSet,
+    album_texts: pd.DataFrame, privacy_ledger: dict[str, Any], rendering: RenderingParams,
+    privacy_params: dict[str, Any],
+) -> tuple[EmbeddedRenderer | PretrainedRenderer, dict[str, Any], list[dict[str, Any]]]:
+    """PRIVIMAGE stage 2: DP-SGD fine-tune of the renderer on PRIVATE photos and their captions
+    (album = unit) through ``dpalbum.privacy``, charged to the ledger as mechanism "renderer",
+    which the privacy plan must already hold. Off (``dp_finetune.enabled: false``): returns the
+    renderer and ledger unchanged. Returns (renderer, ledger, internal training history)."""
+    rendering = RenderingParams.of(rendering)
+    if not rendering.dp_finetune["enabled"]:
+        return renderer_model, privacy_ledger, []
+    from dpalbum import privacy
+
+    cfg, size = rendering.dp_finetune, renderer_model.config.image_size
+    captions = {str(a): list(c) for a, c in zip(album_texts["album_id"], album_texts["captions"])}
+    missing = [a.album_id for a in private_albums if a.album_id not in captions]
+    if missing:
+        raise ValueError(f"album_texts has no captions for {len(missing)} private albums (e.g. "
+                         f"{missing[:3]}): rerun the captioning pipeline")
+    images = [resize_images(np.stack([p.image for p in a.photos]), size) for a in private_albums]
+    texts = [captions[a.album_id] for a in private_albums]
+    config = privacy.DPSGDConfig.from_plan(
+        privacy_ledger, RENDERER_MECHANISM, privacy_params, lr=cfg["lr"],
+        seed=privacy_params.get("noise_seed"), device=str(renderer_model.device))
+    renderer, result = dp_finetune_embedded_renderer(renderer_model, images, texts, config)
+    ledger = privacy.charge(privacy_ledger, result.ledger_record(RENDERER_MECHANISM))
+    logger.info("renderer DP fine-tuned: %d steps, q=%.4f, sigma=%.3f; ledger ε=%s",
+                result.steps_taken, result.sample_rate, result.noise_multiplier,
+                ledger["epsilon"])
+    return renderer, ledger, [{"role": RENDERER_MECHANISM, **h} for h in result.history]
+
+
+def _curated_albums(curated_texts: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows of ``curated_texts`` as plain dicts; albums without captions are dropped (logged)."""
+    missing = [c for c in CURATED_COLUMNS if c not in curated_texts.columns]
+    if missing:
+        raise ValueError(f"curated_texts lacks columns {missing}: it needs album_id, summary, "
+                         "captions (a list of strings per album) and optionally seed")
+    duplicated = curated_texts["album_id"][curated_texts["album_id"].duplicated()].tolist()
+    if duplicated:
+        raise ValueError(f"curated_texts repeats album ids {duplicated[:3]}: one row per album")
+    albums, empty = [], []
+    for row in curated_texts.to_dict("records"):
+        captions = [str(c) for c in (row["captions"] if row["captions"] is not None else [])]
+        if not captions:
+            empty.append(row["album_id"])
+            continue
+        albums.append({**row, "captions": captions})
+    if empty:
+        logger.warning("rendering: %d albums without captions skipped (e.g. %s)", len(empty),
+                       empty[:3])
+    return albums
+
+
+def render_albums_node(
+    renderer_model: EmbeddedRenderer | PretrainedRenderer, curated_texts: pd.DataFrame,
+    privacy_ledger: dict[str, Any], rendering: RenderingParams,
+) -> tuple[AlbumSet, dict[str, Any]]:
+    """Render every curated album (one seed per album), and report what was done and under which
+    privacy guarantee (for the data card)."""
+    rendering = RenderingParams.of(rendering)
+    privacy = privacy_summary(privacy_ledger)
+    coherence = rendering.coherence
+    rows = _curated_albums(curated_texts)
+    prompts = [album_prompts(r["summary"], r["captions"], coherence) for r in rows]
+    seeds = [album_seed(rendering.seed, str(r["album_id"])) for r in rows]
+    started = time.perf_counter()
+    images = renderer_model.render(prompts, seeds, coherence)
+    seconds = time.perf_counter() - started
+    stamp = {k: privacy[k] for k in ("epsilon", "delta", "unit")}
+    albums = [
+        Album(str(r["album_id"]),
+              [Photo(f"{i:03d}.png", image, caption)
+               for i, (image, caption) in enumerate(zip(album_images, r["captions"]))],
+              {"summary": r["summary"], "seed": seed, "prompts": album_prompt,
+               **({"text_seed": _plain(r["seed"])} if "seed" in r else {}),
+               "privacy": stamp, "synthetic": True})
+        for r, album_images, seed, album_prompt in zip(rows, images, seeds, prompts)
+    ]
+    n_photos = sum(len(a) for a in albums)
+    report = {
+        "n_albums": len(albums), "n_photos": n_photos, "seconds": round(seconds, 2),
+        "images_per_second": round(n_photos / max(seconds, 1e-9), 2),
+        "image_size": renderer_model.config.image_size, "seed": rendering.seed,
+        "renderer": renderer_model.describe(), "coherence": asdict(coherence),
+        "privacy": privacy, "rendered_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    logger.info("rendered %d albums (%d photos) in %.1f s (%.2f images/s)", len(albums),
+                n_photos, seconds, report["images_per_second"])
+    return AlbumSet(albums), report
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars (from parquet) as JSON-serialisable Python values."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_data_card_node(synthetic_albums: AlbumSet, rendering_report: dict[str, Any]) -> str:
+    """DATA_CARD.md for the released albums. Takes the saved albums as input so that Kedro
+    writes the card after the album folder (whose save replaces the whole folder)."""
+    return build_data_card(rendering_report, n_albums=len(synthetic_albums),
+                           n_photos=synthetic_albums.n_photos)

@@ -1,0 +1,193 @@
+"""The whole evaluation pipeline on a tiny world with Kedro's SequentialRunner: every section is
+measured or says why not, internal marking follows the inputs, and nothing private reaches the
+report."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+from PIL import Image
+
+from dpalbum.models.captioner import CaptionerConfig, build_captioner
+from dpalbum.models.evaluation_network import EvaluationNetworkConfig
+from dpalbum.models.sampler import SamplingConfig
+from dpalbum.models.summariser import SummariserConfig
+from dpalbum.pipelines.evaluation import create_pipeline, nodes
+from dpalbum.pipelines.evaluation.config import (
+    CanaryConfig,
+    HeldoutTextsConfig,
+    ImageFidelityConfig,
+    MembershipConfig,
+    ReportConfig,
+    TextMetricsConfig,
+    UtilityConfig,
+)
+from dpalbum.pipelines.evaluation.pipeline import SECTIONS
+from tests.pipelines.test_evaluation_audit import tiny_lm, word_tokenizer
+from tests.pipelines.test_evaluation_world import (
+    IMAGE_SIZE,
+    PRIVATE_SENTINEL,
+    curated_texts,
+    fake_encode_texts,
+    ledger,
+    public_corpus,
+    synthetic_albums,
+    world,
+)
+
+# Catalog entries holding private data (DESIGN.md): whatever reads them is internal.
+PRIVATE_INPUTS = {"private_albums", "heldout_albums", "canary_albums", "ground_truth",
+                  "album_texts", "heldout_album_texts"}
+MODELS = {"evaluation_network", "captioner_model", "summary_lm", "caption_lm", "lm_tokenizer"}
+
+
+class KeptDataset(MemoryDataset):
+    """A MemoryDataset the runner cannot release, so tests can read intermediate outputs."""
+
+    def _release(self) -> None:
+        pass
+
+
+def _params() -> dict:
+    return {
+        "params:evaluation.network": EvaluationNetworkConfig(
+            image_size=IMAGE_SIZE, channels=[16, 32], feature_dim=32, epochs=30, batch_size=64,
+            learning_rate=1e-2, max_train_images=None, heldout_fraction=0.2),
+        "params:evaluation.image_fidelity": ImageFidelityConfig(kid_subsets=5,
+                                                                kid_subset_size=20),
+        "params:evaluation.text_metrics": TextMetricsConfig(max_samples=200),
+        "params:evaluation.utility": UtilityConfig(),
+        "params:evaluation.heldout_texts": HeldoutTextsConfig(device="cpu"),
+        "params:evaluation.membership": MembershipConfig(),
+        "params:evaluation.canary": CanaryConfig(n_samples=20),
+        "params:evaluation.report": ReportConfig(n_gallery_albums=3, n_public_samples=4),
+        "params:sampling": SamplingConfig(show_progress=False),
+        "params:captioning.summariser": SummariserConfig(),
+    }
+
+
+@functools.lru_cache(maxsize=1)
+def _captioner():
+    return build_captioner(public_corpus(), CaptionerConfig(
+        image_size=IMAGE_SIZE, channels=[8, 16], epochs=3, train_batch_size=64, device="cpu"))
+
+
+def _catalog(plot: bytes | None = None) -> DataCatalog:
+    w = world()
+    albums = synthetic_albums()
+    tokenizer = word_tokenizer()
+    inputs = {
+        "public_corpus": public_corpus(), "private_albums": w["private_albums"],
+        "heldout_albums": w["heldout_albums"], "canary_albums": w["canary_albums"],
+        "ground_truth": w["ground_truth"],
+        # an audit run: the canaries' texts are among the training texts
+        "album_texts": pd.concat([w["album_texts"], w["canary_texts"]], ignore_index=True),
+        "curated_texts": curated_texts(albums), "synthetic_albums": albums,
+        "summary_lm": tiny_lm(tokenizer, 0), "caption_lm": tiny_lm(tokenizer, 1),
+        "lm_tokenizer": tokenizer, "captioner_model": _captioner(),
+        "privacy_ledger": ledger(), "privacy_utility_plot": plot, **_params(),
+    }
+    datasets = {name: MemoryDataset(value, copy_mode="assign") for name, value in inputs.items()}
+    for name in ("evaluation_network", "heldout_album_texts", "evaluation_metrics",
+                 "evaluation_mlflow_metrics", "evaluation_run_tags", "evaluation_report",
+                 *[output for output, _, _ in SECTIONS]):
+        datasets[name] = KeptDataset(copy_mode="assign")
+    return DataCatalog(datasets)
+
+
+@functools.lru_cache(maxsize=1)
+def _run() -> DataCatalog:
+    catalog = _catalog(plot=_png(np.full((8, 8, 3), 200, dtype=np.uint8)))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(nodes, "encode_texts", fake_encode_texts)
+        SequentialRunner().run(create_pipeline(), catalog)
+    return catalog
+
+
+def _png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_pipeline_measures_every_section_or_says_why():
+    doc = _run().load("evaluation_metrics")
+    names = {output.removesuffix("_section") for output, _, _ in SECTIONS}
+    measured = set(doc["released"]) | set(doc["internal"])
+    assert measured | set(doc["absent"]) == names
+    assert measured == names, doc["absent"]  # the tiny world has everything
+    assert doc["internal"]["canary_audit"]["n_samples"] == 20
+    assert doc["privacy"] == {"epsilon": 8.0, "delta": 1e-5, "unit": "album",
+                              "budget_epsilon": 10.0}
+    assert doc["released"]["evaluation_network"]["scene_accuracy"] > 0.9
+
+
+def test_internal_marking_follows_private_inputs():
+    catalog = _run()
+    for output, _, inputs in SECTIONS:
+        section = catalog.load(output)
+        reads_private = bool(PRIVATE_INPUTS & set(inputs))
+        assert section["internal"] == reads_private, output
+
+
+def test_heldout_texts_are_made_like_training_texts():
+    texts = _run().load("heldout_album_texts")
+    w = world()
+    assert list(texts["album_id"]) == [a.album_id for a in w["heldout_albums"]]
+    assert [len(c) for c in texts["captions"]] == [len(a) for a in w["heldout_albums"]]
+
+
+def test_mlflow_metrics_and_tags_come_from_the_document():
+    catalog = _run()
+    doc, metrics = catalog.load("evaluation_metrics"), catalog.load("evaluation_mlflow_metrics")
+    assert metrics["image_fidelity.local_fd"]["value"] == pytest.approx(
+        doc["internal"]["image_fidelity"]["local_fd"], rel=1e-5)
+    assert all(set(v) == {"value", "step"} for v in metrics.values())
+    assert metrics["privacy.epsilon"]["value"] == 8.0
+    tags = catalog.load("evaluation_run_tags")
+    assert tags["privacy.epsilon"] == "8" and tags["privacy.unit"] == "album"
+    assert tags["privacy.mechanisms"] == "semantic_query,summary_lm"
+
+
+def test_report_shows_no_private_text_or_photo():
+    html = _run().load("evaluation_report")
+    assert PRIVATE_SENTINEL not in html
+    w = world()
+    for album in [*w["private_albums"], *w["heldout_albums"], *w["canary_albums"]]:
+        for photo in album.photos:
+            assert base64.b64encode(_png(photo.image)).decode() not in html
+    assert html.count("<figure class='album'") == 3
+    assert html.count("<figure class='public-sample'") == 4
+    assert "privacy-utility plot" in html
+
+
+def test_report_node_reads_no_private_dataset():
+    report_nodes = [n for n in create_pipeline().nodes if n.name == "build_report_node"]
+    assert report_nodes and not PRIVATE_INPUTS & set(report_nodes[0].inputs)
+
+
+def test_released_report_drops_internal_metrics():
+    catalog = _run()
+    doc = catalog.load("evaluation_metrics")
+    released = nodes.build_report_node(doc, ledger(), synthetic_albums(), public_corpus(), None,
+                                       ReportConfig(include_internal_metrics=False))
+    assert "image_fidelity" not in released and "membership_inference" not in released
+    assert "caption_agreement" in released and "No privacy-utility plot" in released
+
+
+def test_absent_inputs_are_reported_not_crashed():
+    """No canary among the training texts: the canary section says so, metrics.json keeps it."""
+    w, tokenizer = world(), word_tokenizer()
+    section = nodes.canary_audit_node(tiny_lm(tokenizer, 0), tiny_lm(tokenizer, 1), tokenizer,
+                                      w["album_texts"], w["canary_albums"], w["ground_truth"],
+                                      SamplingConfig(show_progress=False), CanaryConfig())
+    doc, metrics, _ = nodes.collect_metrics_node(ledger(), section)
+    assert "not an audit run" in doc["absent"]["canary_audit"]
+    assert not any(k.startswith("canary_audit") for k in metrics)

@@ -1,0 +1,248 @@
+"""The rendering pipeline: selection of public pre-training data, rendering of curated texts, the
+data card, and a full run with Kedro's SequentialRunner (tiny renderer, tiny data)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from kedro.config import OmegaConfigLoader
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.runner import SequentialRunner
+from kedro_datasets.text import TextDataset
+from PIL import Image
+
+from dpalbum.albums.dataset import AlbumFolderDataset
+from dpalbum.albums.model import Album, AlbumSet, Photo
+from dpalbum.pipelines.rendering import create_pipeline
+from dpalbum.pipelines.rendering.data_card import build_data_card, privacy_summary
+from dpalbum.pipelines.rendering.nodes import (
+    RenderingParams,
+    dp_finetune_renderer_node,
+    render_albums_node,
+    renderer_mechanism_spec,
+    select_renderer_pretraining_data_node,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+LEDGER = {
+    "unit": "album", "delta": 1e-5, "epsilon": 7.25, "budget_epsilon": 10.0,
+    "mechanisms": [
+        {"name": "semantic_query", "kind": "gaussian", "noise_multiplier": 40.0},
+        {"name": "summary_lm", "kind": "dpsgd", "noise_multiplier": 1.1, "sample_rate": 0.05,
+         "steps": 300},
+    ],
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+def _png(rgb: tuple[int, int, int]) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), rgb).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def public_corpus() -> pd.DataFrame:
+    colours = {"red": (220, 40, 40), "blue": (40, 40, 220), "yellow": (230, 220, 40)}
+    rows = [{"image_id": f"public_{i:03d}", "image": _png(rgb),
+             "caption": f"a {name} circle in the beach"}
+            for i, (name, rgb) in enumerate(list(colours.items()) * 4)]
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def curated_texts() -> pd.DataFrame:
+    return pd.DataFrame({
+        "album_id": ["album_0001", "album_0002", "album_0003"],
+        "summary": ["an album of a red circle: at the beach", "an album of a blue circle: hike",
+                    "an album of a yellow circle: nothing"],
+        "captions": [["a red circle in the beach", "a ball in the city"],
+                     ["a blue circle in the snow"] * 3, []],
+        "seed": [11, 12, 13],
+    })
+
+
+def tiny_params(**overrides) -> RenderingParams:
+    renderer = dict(image_size=16, block_out_channels=[8, 16], norm_num_groups=4,
+                    attention_head_dim=4, num_inference_steps=3, train_steps=2,
+                    train_batch_size=4, warmup_steps=1, device="cpu", seed=0)
+    settings = {"seed": 5, "selection": "semantic", "renderer": renderer,
+                "coherence": {"guidance_scale": 2.0}, **overrides}
+    return RenderingParams(**settings)
+
+
+# ---------------------------------------------------------------- nodes
+
+
+def test_selection_switches_between_semantic_all_and_none(public_corpus):
+    chosen = pd.DataFrame({"image_id": ["public_001", "public_004"]})
+    semantic = select_renderer_pretraining_data_node(public_corpus, chosen, tiny_params())
+    assert semantic["image_id"].tolist() == ["public_001", "public_004"]
+    assert list(semantic.columns) == ["image_id", "image", "caption"]
+    every = select_renderer_pretraining_data_node(public_corpus, chosen,
+                                                  tiny_params(selection="all"))
+    assert len(every) == len(public_corpus)
+    assert select_renderer_pretraining_data_node(public_corpus, chosen,
+                                                 tiny_params(selection="none")).empty
+    with pytest.raises(ValueError, match="absent from the public corpus"):
+        select_renderer_pretraining_data_node(
+            public_corpus, pd.DataFrame({"image_id": ["someone_elses"]}), tiny_params())
+
+
+def test_rendering_params_refuse_unknown_selection_and_dp_finetune_of_pretrained():
+    with pytest.raises(ValueError, match="selection"):
+        tiny_params(selection="random")
+    with pytest.raises(ValueError, match="dp_finetune"):
+        tiny_params(dp_finetune={"enabled": True},
+                    renderer={"backend": "pretrained", "model_name_or_path": "some/pipeline"})
+
+
+def test_default_parameters_validate_as_rendering_params():
+    loader = OmegaConfigLoader(str(ROOT / "conf"), base_env="base", default_run_env="base",
+                               config_patterns={"parameters": ["parameters*"]})
+    params = RenderingParams(**loader["parameters"]["rendering"])
+    assert params.selection == "semantic" and params.renderer.backend == "embedded"
+    assert params.coherence.shared_initial_latents and params.renderer.sampler in ("dpm", "ddim")
+
+
+def test_render_node_stamps_seed_prompts_and_privacy_on_every_album(curated_texts):
+    from dpalbum.models.renderer import EmbeddedRenderer, album_seed
+
+    params = tiny_params()
+    renderer = EmbeddedRenderer.build(params.renderer)
+    # Parquet hands captions back as numpy arrays: the node must take those too.
+    texts = pd.read_parquet(io.BytesIO(curated_texts.to_parquet()))
+    albums, report = render_albums_node(renderer, texts, LEDGER, params)
+    assert [a.album_id for a in albums] == ["album_0001", "album_0002"]  # empty album dropped
+    first = albums.albums[0]
+    assert [p.caption for p in first.photos] == ["a red circle in the beach", "a ball in the city"]
+    assert first.metadata["prompts"][1] == "a red circle, a ball in the city"
+    assert first.metadata["seed"] == album_seed(5, "album_0001")
+    assert first.metadata["text_seed"] == 11
+    assert first.metadata["privacy"] == {"epsilon": 7.25, "delta": 1e-5, "unit": "album"}
+    assert report["n_photos"] == 5 and report["privacy"]["mechanisms"][1]["name"] == "summary_lm"
+    again, _ = render_albums_node(renderer, texts, LEDGER, params)
+    assert all(np.array_equal(p.image, q.image) for a, b in zip(albums, again)
+               for p, q in zip(a.photos, b.photos))
+    with pytest.raises(ValueError, match="captions"):
+        render_albums_node(renderer, texts.drop(columns="captions"), LEDGER, params)
+    with pytest.raises(ValueError, match="lacks"):
+        render_albums_node(renderer, texts, {"epsilon": 1.0}, params)
+
+
+def test_data_card_carries_epsilon_delta_unit_mechanisms_and_provenance():
+    report = {"privacy": privacy_summary(LEDGER), "image_size": 16, "seed": 5,
+              "rendered_at": "2026-11-23T17:00:00+00:00",
+              "coherence": {"shared_initial_latents": True, "latent_jitter": 0.3,
+                            "character_in_every_prompt": True, "guidance_scale": 3.0},
+              "renderer": {"backend": "embedded", "architecture": "UNet", "sampler": "dpm, 20",
+                           "text_encoder": "MiniLM", "training": {"n_images": 9,
+                                                                  "selection": "semantic"}}}
+    card = build_data_card(report, n_albums=2, n_photos=5)
+    for needle in ("ε = 7.25", "δ = 1e-05", "per album", "privacy unit | album", "semantic_query",
+                   "summary_lm", "PUBLIC images", "Not for", "2026-11-23"):
+        assert needle in card, needle
+    report["privacy"] = privacy_summary({**LEDGER, "epsilon": None})
+    assert "NOT PRIVATE" in build_data_card(report, n_albums=2, n_photos=5)
+
+
+def test_dp_finetune_is_planned_charged_and_changes_the_renderer():
+    from dpalbum import privacy
+    from dpalbum.models.renderer import EmbeddedRenderer
+
+    rng = np.random.default_rng(0)
+    albums = AlbumSet([Album(f"album_{i}", [Photo(f"{j:03d}.png", rng.integers(
+        0, 255, (32, 32, 3), dtype=np.uint8)) for j in range(2)]) for i in range(8)])
+    texts = pd.DataFrame({"album_id": [a.album_id for a in albums],
+                          "summary": ["an album of a red circle"] * 8,
+                          "captions": [["a red circle in the beach"] * 2] * 8})
+    off = tiny_params()
+    renderer = EmbeddedRenderer.build(off.renderer)
+    assert renderer_mechanism_spec(off) == []
+    same, ledger, history = dp_finetune_renderer_node(renderer, albums, texts, LEDGER, off, {})
+    assert same is renderer and ledger is LEDGER and history == []
+
+    on = tiny_params(dp_finetune={"enabled": True, "expected_batch_albums": 4, "epochs": 1,
+                                  "noise_multiplier": 1.0, "lr": 1e-2})
+    privacy_params = {"epsilon": 10.0, "delta": 1e-5, "noise_seed": 0, "shares": {"renderer": 1},
+                      "physical_batch_rows": 8}
+    plan = privacy.plan_privacy(privacy_params, len(albums), renderer_mechanism_spec(on))
+    before = {k: v.clone() for k, v in renderer.unet.state_dict().items()}
+    tuned, ledger, history = dp_finetune_renderer_node(renderer, albums, texts, plan, on,
+                                                       privacy_params)
+    mechanism = ledger["mechanisms"][0]
+    assert mechanism["name"] == "renderer" and mechanism["status"] == "spent"
+    assert mechanism["steps"] == 2 and mechanism["sample_rate"] == 0.5  # 1 epoch at q = 4/8
+    assert 0 < float(ledger["epsilon"]) <= 10.0 and len(history) == 2
+    assert any(not torch.equal(before[k], v) for k, v in tuned.unet.state_dict().items())
+    assert tuned.training_report["dp_finetune"]["steps"] == 2
+    with pytest.raises(KeyError, match="renderer"):  # not on the plan: refused before training
+        dp_finetune_renderer_node(renderer, albums, texts, LEDGER, on, privacy_params)
+
+
+# ---------------------------------------------------------------- the pipeline
+
+
+class KeptMemoryDataset(MemoryDataset):
+    """A MemoryDataset the runner cannot release, so the test can read intermediate outputs."""
+
+    def _release(self) -> None:
+        pass
+
+
+def _catalog(public_corpus, curated_texts, **outputs) -> DataCatalog:
+    datasets = {
+        "public_corpus": MemoryDataset(public_corpus),
+        "public_selection": MemoryDataset(pd.DataFrame({"image_id": ["public_000", "public_001",
+                                                                     "public_002"]})),
+        "curated_texts": MemoryDataset(curated_texts),
+        "privacy_ledger": MemoryDataset(LEDGER),
+        "params:rendering": MemoryDataset(tiny_params(), copy_mode="assign"),
+        "renderer_model": MemoryDataset(copy_mode="assign"),
+        **outputs,
+    }
+    return DataCatalog(datasets=datasets)
+
+
+def test_pipeline_runs_with_the_sequential_runner(public_corpus, curated_texts):
+    outputs = {name: KeptMemoryDataset() for name in
+               ("synthetic_albums", "synthetic_data_card", "rendering_report")}
+    catalog = _catalog(public_corpus, curated_texts, **outputs)
+    SequentialRunner().run(create_pipeline(), catalog)
+    albums: AlbumSet = outputs["synthetic_albums"].load()
+    assert len(albums) == 2 and albums.n_photos == 5
+    assert albums.albums[0].photos[0].image.shape == (16, 16, 3)
+    report = outputs["rendering_report"].load()
+    assert report["renderer"]["training"]["n_images"] == 3  # the semantic selection only
+    card = outputs["synthetic_data_card"].load()
+    assert "ε = 7.25" in card and "δ = 1e-05" in card and "per album" in card
+
+
+def test_data_card_survives_the_album_folder_save_on_every_run(public_corpus, curated_texts,
+                                                               tmp_path):
+    root = tmp_path / "synthetic_albums"
+    for _run in range(2):  # the second run replaces the albums written by the first
+        catalog = _catalog(
+            public_corpus, curated_texts,
+            synthetic_albums=AlbumFolderDataset(str(root), image_size=16,
+                                                overwrite_generated=True),
+            synthetic_data_card=TextDataset(filepath=str(root / "DATA_CARD.md")),
+            rendering_report=MemoryDataset(),
+        )
+        SequentialRunner().run(create_pipeline(), catalog)
+        assert "ε = 7.25" in (root / "DATA_CARD.md").read_text()
+        album_json = json.loads((root / "album_0001" / "album.json").read_text())
+        assert album_json["privacy"]["unit"] == "album" and album_json["photos"][0] == "000.png"
