@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
         "memory_measure": "Linux VmHWM (peak RSS) of a fresh subprocess per mode, reset after "
                           "model setup via /proc/self/clear_refs; MALLOC_MMAP_THRESHOLD_=65536",
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                     if k != "memory_probe"},
+                     if k not in ("out", "memory_probe")},
         "machine": {"python": platform.python_version(), "torch": torch.__version__,
                     "cpus": os.cpu_count(), "load_average": os.getloadavg()},
         "models": {},

@@ -143,7 +143,7 @@ class DPTrainResult:
 
 def _check_mode(config: DPSGDConfig) -> None:
     if config.grad_sample_mode == "ghost":
-        raise NotImplementedError(
+        raise ValueError(  # a deliberate refusal, not a gap: ghost cannot clip per album
             "grad_sample_mode='ghost' is not supported for album-level clipping: ghost clipping "
             "computes each row's gradient norm without materialising per-row gradients, so rows "
             "cannot be summed per album before clipping. Use 'hooks' (default) or 'functorch'."
