@@ -85,3 +85,18 @@ def test_no_machine_paths_in_tracked_sources():
         if path.exists() and bad.search(path.read_text(errors="ignore")):
             offenders.append(str(path.relative_to(ROOT)))
     assert not offenders, offenders
+
+
+def test_notebook_loads_only_catalog_datasets_that_exist():
+    import json as _json
+
+    from kedro.config import OmegaConfigLoader
+
+    cells = _json.loads((ROOT / "notebooks" / "explore_run.ipynb").read_text())["cells"]
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    names = set(re.findall(r'catalog\.load\("([a-z_]+)"\)', code))
+    assert names, "the notebook should open outputs through the catalog"
+    loader = OmegaConfigLoader(str(ROOT / "conf"), base_env="base", default_run_env="base")
+    catalog = loader["catalog"]
+    assert names <= set(catalog), names - set(catalog)
+    assert not names & {"private_albums", "heldout_albums", "album_texts", "ground_truth"}
