@@ -8,13 +8,18 @@ how a pipeline call is used per album. Same model, sampler, step count, guidance
 reference is also timed with our batch size to show the overhead of our code alone. Runs are
 interleaved and the median is reported.
 
-Quality: a Fréchet distance between features of rendered images and of public-corpus images, at
+Quality: a Fréchet distance between features of rendered images and of real images, at
 10/25/50 sampler steps, plus the attribute accuracy (scene, protagonist colour and shape) of the
-rendered images. Features and attributes come from dpalbum's embedded attribute captioner, a
-small CNN trained on the PUBLIC corpus: a local metric, not comparable to published FID.
+rendered images against their captions. Captions and real images come from the renderer's
+pre-training set when it exists (``--reference``: the distribution the renderer was trained for,
+e.g. the PRIVIMAGE selection), else from the whole public corpus. Features and attributes come
+from dpalbum's embedded attribute captioner, a small CNN trained on the PUBLIC corpus: a local
+metric, not comparable to published FID.
 
 Usage: .venv/bin/python benchmarks/rendering.py [--renderer data/06_models/renderer]
-       [--captioner data/06_models/captioner] [--albums 8] [--photos 6] [--n-quality 192]
+       [--captioner data/06_models/captioner]
+       [--reference data/05_model_input/renderer_pretraining_set.parquet]
+       [--albums 8] [--photos 6] [--n-quality 192] [--threads 2]
 """
 
 from __future__ import annotations
@@ -158,7 +163,8 @@ def quality(renderer: EmbeddedRenderer, captioner, corpus: pd.DataFrame, n: int,
         }
         print(f"  {steps} steps: {results[str(steps)]}", flush=True)
     # Two disjoint sets of real images: the floor this metric reaches with n samples.
-    other = corpus.drop(sample.index).sample(n=len(sample), random_state=1)
+    rest = corpus.drop(sample.index)
+    other = rest.sample(n=min(len(sample), len(rest)), random_state=1)
     other_real = np.stack([np.asarray(Image.open(io.BytesIO(b)).convert("RGB"))
                            for b in other.image])
     floor = frechet_distance(_features(captioner, other_real), real_features)
@@ -166,14 +172,24 @@ def quality(renderer: EmbeddedRenderer, captioner, corpus: pd.DataFrame, n: int,
             "by_steps": results}
 
 
+def _shown(path: str | Path) -> str:
+    """A path for the results file: relative to the project, never a machine path."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--renderer", default=str(ROOT / "data/06_models/renderer"))
     ap.add_argument("--captioner", default=str(ROOT / "data/06_models/captioner"))
     ap.add_argument("--corpus", default=str(ROOT / "data/01_raw/public/corpus.parquet"))
+    ap.add_argument("--reference",
+                    default=str(ROOT / "data/05_model_input/renderer_pretraining_set.parquet"))
+    ap.add_argument("--batch-size", type=int, default=None,
+                    help="render batch size (default: the renderer's own)")
     ap.add_argument("--albums", type=int, default=8)
     ap.add_argument("--photos", type=int, default=6)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--n-quality", type=int, default=192)
     ap.add_argument("--steps", type=int, nargs="+", default=[10, 25, 50])
     ap.add_argument("--threads", type=int, default=1, help="torch threads (the box is shared)")
@@ -184,8 +200,12 @@ def main() -> int:
     renderer = load_renderer(args.renderer, device="cpu")
     if not isinstance(renderer, EmbeddedRenderer):
         raise SystemExit("the benchmark measures the embedded renderer; point --renderer at one")
+    if args.batch_size:
+        renderer.config.render_batch_size = args.batch_size
     corpus = pd.read_parquet(args.corpus)
-    captions = list(corpus.caption.sample(n=args.albums * args.photos, random_state=2))
+    reference = Path(args.reference)
+    quality_set = pd.read_parquet(reference) if reference.is_file() else corpus
+    captions = list(quality_set.caption.sample(n=args.albums * args.photos, random_state=2))
     albums = [captions[i * args.photos:(i + 1) * args.photos] for i in range(args.albums)]
     print("speed ...", flush=True)
     result = {"speed": speed(renderer, albums, args.repeats)}
@@ -195,11 +215,15 @@ def main() -> int:
 
     print("quality ...", flush=True)
     captioner = load_captioner(args.captioner)
-    result["quality"] = quality(renderer, captioner, corpus, args.n_quality, args.steps)
+    result["quality"] = quality(renderer, captioner, quality_set, args.n_quality, args.steps)
+    result["quality"]["captions_and_real_images"] = (
+        _shown(reference) if reference.is_file() else f"{_shown(args.corpus)} (whole public "
+        "corpus)")
     result["quality"]["metric"] = (
         "Fréchet distance on pooled features of dpalbum's embedded attribute captioner "
         "(trained on the public corpus); local, not comparable to published FID")
-    result["renderer"] = {"path": args.renderer, **renderer.describe()}
+    result["renderer"] = {"path": _shown(args.renderer), **renderer.describe()}
+    result["captioner"] = _shown(args.captioner)
     result["machine"] = {"torch_threads": args.threads, "cpu": platform.processor() or
                          platform.machine(), "torch": torch.__version__}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

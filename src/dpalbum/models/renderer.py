@@ -95,7 +95,7 @@ class RendererConfig:
     # sampling
     sampler: str = "dpm"  # "dpm" (DPMSolverMultistep, 2nd order) or "ddim"
     num_inference_steps: int = 10
-    render_batch_size: int = 64  # photos per denoising batch, taken across albums
+    render_batch_size: int = 16  # photos per denoising batch (whole albums); larger on a GPU
     # embedded: text conditioning (the public MiniLM of models/text_encoder.py)
     text_encoder: str = "embedded"
     max_prompt_tokens: int = 24
