@@ -384,3 +384,17 @@ def test_datasets_work_from_catalog_config(tmp_path: Path) -> None:
     catalog.save("albums", make_albums())  # overwrite_generated from the catalog entry
     assert len(catalog.load("albums")) == 2
     assert catalog.load("album_index") == ["album_01", "Été à Paris"]
+
+
+def test_data_card_at_the_root_is_not_an_album_or_a_skip(tmp_path: Path) -> None:
+    import numpy as np
+
+    from dpalbum.albums.model import Album, AlbumSet, Photo
+
+    dataset = AlbumFolderDataset(path=str(tmp_path / "syn"), image_size=8,
+                                 overwrite_generated=True)
+    dataset.save(AlbumSet([Album("a1", [Photo("p.png", np.zeros((8, 8, 3), np.uint8))], {})]))
+    (tmp_path / "syn" / "DATA_CARD.md").write_text("# card")
+    loaded = dataset.load()
+    assert [a.album_id for a in loaded.albums] == ["a1"]
+    assert loaded.report["albums_skipped"] == {}

@@ -98,6 +98,9 @@ from dpalbum.albums.model import Album, AlbumSet, Photo
 logger = logging.getLogger("dpalbum.albums")
 
 MARKER_NAME = ".dpalbum-generated"
+# Documents a pipeline may write at the root of an album folder next to the albums (the data
+# card of the released synthetic albums); listing ignores them, like the marker.
+ROOT_DOCUMENTS = frozenset({"DATA_CARD.md"})
 MARKER_TEXT = "Written by dpalbum's AlbumFolderDataset; this folder may be replaced on save.\n"
 ALBUM_JSON = "album.json"
 RESERVED_KEYS = ("album_id", "photos", "captions")
@@ -210,7 +213,7 @@ def _list_album_folders(root: Path, report: _Report) -> list[tuple[str, Path]]:
     folders: list[tuple[str, Path]] = []
     for entry in entries:
         name, shown = entry.name, _shown(entry.name)
-        if name == MARKER_NAME:
+        if name == MARKER_NAME or (name in ROOT_DOCUMENTS and entry.is_file()):
             continue
         if name.startswith("."):
             report.skip_album("hidden_folder" if entry.is_dir() else "hidden_file", shown)
