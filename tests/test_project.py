@@ -78,7 +78,7 @@ def test_mlflow_store_is_a_local_sqlite_file():
 
 
 def test_no_machine_paths_in_tracked_sources():
-    bad = re.compile(r"(/work/|/root/|/tmp/[a-z])")
+    bad = re.compile(r"(/w[o]rk/|/r[o]ot/|/t[m]p/[a-z])")  # classes: no literal path here
     offenders = []
     for path in [*(ROOT / "src").rglob("*.py"), *(ROOT / "conf").rglob("*.yml"),
                  ROOT / "README.md", ROOT / "dvc.yaml"]:

@@ -181,7 +181,7 @@ class AttributeCaptioner(nn.Module):
         return model.eval()
 
 
-def _corpus_labels(corpus: pd.DataFrame) -> dict[str, list[str]]:
+def corpus_labels(corpus: pd.DataFrame) -> dict[str, list[str]]:
     """The label lists the public corpus defines (sorted, so training is order-independent)."""
     missing = [c for c in ("image", *SINGLE_LABEL, MULTI_LABEL) if c not in corpus.columns]
     if missing:
@@ -192,7 +192,8 @@ def _corpus_labels(corpus: pd.DataFrame) -> dict[str, list[str]]:
     return labels
 
 
-def _corpus_targets(corpus: pd.DataFrame, labels: dict[str, list[str]]) -> dict[str, torch.Tensor]:
+def corpus_targets(corpus: pd.DataFrame, labels: dict[str, list[str]]) -> dict[str, torch.Tensor]:
+    """Class indices per single-label head and a multi-hot object matrix, per public image."""
     targets = {name: torch.tensor([labels[name].index(str(v)) for v in corpus[name]])
                for name in SINGLE_LABEL}
     objects = torch.zeros(len(corpus), len(labels[MULTI_LABEL]))  # (N, n_objects)
@@ -226,10 +227,10 @@ def attribute_accuracy(
 
 def train_attribute_captioner(corpus: pd.DataFrame, config: CaptionerConfig) -> AttributeCaptioner:
     """Train the embedded attribute captioner on the PUBLIC corpus; report held-out accuracy."""
-    labels = _corpus_labels(corpus)
+    labels = corpus_labels(corpus)
     images = torch.from_numpy(np.stack([decode_png(b, config.image_size)
                                         for b in corpus["image"]]))  # (N, H, W, 3) uint8
-    targets = _corpus_targets(corpus, labels)
+    targets = corpus_targets(corpus, labels)
     generator = torch.Generator().manual_seed(config.seed)
     order = torch.randperm(len(corpus), generator=generator)
     n_heldout = int(round(config.heldout_fraction * len(corpus)))

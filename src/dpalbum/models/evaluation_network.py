@@ -30,6 +30,8 @@ from PIL import Image
 from torch import nn
 from tqdm.auto import tqdm
 
+from dpalbum.models.captioner import corpus_labels, corpus_targets
+
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "evaluation_network.json"
@@ -239,26 +241,7 @@ def inception_extractor(weights_path: str) -> nn.Module:
 
 # ---- training on the public corpus --------------------------------------------------------------
 
-def corpus_labels(corpus: pd.DataFrame) -> dict[str, list[str]]:
-    """Label lists the public corpus defines (sorted: training does not depend on row order)."""
-    missing = [c for c in ("image", *SINGLE_LABEL, MULTI_LABEL) if c not in corpus.columns]
-    if missing:
-        raise ValueError(f"public corpus lacks columns {missing}; it needs image (PNG bytes), "
-                         f"{', '.join(SINGLE_LABEL)} and {MULTI_LABEL} (space-joined)")
-    labels = {name: sorted(set(map(str, corpus[name]))) for name in SINGLE_LABEL}
-    labels[MULTI_LABEL] = sorted({o for objs in corpus[MULTI_LABEL] for o in str(objs).split()})
-    return labels
-
-
-def _targets(corpus: pd.DataFrame, labels: dict[str, list[str]]) -> dict[str, torch.Tensor]:
-    targets = {name: torch.tensor([labels[name].index(str(v)) for v in corpus[name]])
-               for name in SINGLE_LABEL}
-    objects = torch.zeros(len(corpus), len(labels[MULTI_LABEL]))  # (N, n_objects)
-    for row, objs in enumerate(corpus[MULTI_LABEL]):
-        for o in str(objs).split():
-            objects[row, labels[MULTI_LABEL].index(o)] = 1.0
-    targets[MULTI_LABEL] = objects
-    return targets
+# label space and targets: shared with the captioner (same public corpus columns)
 
 
 def decode_png(data: bytes) -> np.ndarray:
@@ -293,7 +276,7 @@ def train_evaluation_network(corpus: pd.DataFrame,
         order = order[:config.max_train_images]
     corpus = corpus.iloc[order.tolist()].reset_index(drop=True)
     images = to_uint8_batch([decode_png(b) for b in corpus["image"]], config.image_size)
-    targets = _targets(corpus, labels)
+    targets = corpus_targets(corpus, labels)
     n_heldout = int(round(config.heldout_fraction * len(corpus)))
     heldout, train = torch.arange(n_heldout), torch.arange(n_heldout, len(corpus))
     if len(train) == 0:
