@@ -61,6 +61,7 @@ from .accounting import (
 from .album_gradients import album_gradients, clipped_album_sum, unwrap_dp, wrap_for_dp
 from .calibration import CalibrationResult, calibrate_noise_multipliers
 from .conv_guard import guard_conv_inputs
+from .distributed import train_dp_multiprocess
 from .dpsgd import DPSGDConfig, DPTrainResult, train_dp
 from .errors import PrivacyBudgetExceeded
 from .ledger import (
@@ -106,6 +107,7 @@ __all__ = [
     "recompose",
     "semantic_query",
     "train_dp",
+    "train_dp_multiprocess",
     "unwrap_dp",
     "wrap_for_dp",
     "write_ledger",

@@ -9,6 +9,12 @@ One step (Abadi et al. 2016, with the album as the unit):
    the *expected* batch size qN (a public constant, so the division costs no privacy);
 4. any torch optimizer consumes that gradient (post-processing).
 Steps are accounted as ``SelfComposed(PoissonSampled(q, Gaussian(σ)), T)``.
+
+On W processes (``torch.distributed``, started by torchrun: see ``privacy.distributed``), rank r
+Poisson-samples its own albums r, r + W, ... with the same q, computes the clipped sum over them,
+rank 0 alone adds the noise (as Opacus' DistributedDPOptimizer does), and one all-reduce sums the
+ranks' contributions: the update is the single-process update in distribution, with the same q,
+σ, C and T, so the ε is the same.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ..distributed import Shard, current_shard
 from .accounting import (
     SEARCH_DISCRETIZATION,
     RunningRdpEpsilon,
@@ -161,11 +168,39 @@ def _make_optimizer(config: DPSGDConfig, params: list[nn.Parameter]) -> torch.op
     return kinds[config.optimizer](params, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def _seeds(seed: int | None) -> tuple[int, int, int]:
-    """Independent seeds for the album sampler, the noise and torch's global RNG."""
+def _seeds(seed: int | None, shard: Shard | None = None) -> tuple[int, int, int]:
+    """Independent seeds for the album sampler, the noise and torch's global RNG (per rank)."""
+    shard = shard or Shard()
+    if seed is None and shard.world > 1:
+        raise ValueError("a multi-process DP-SGD run needs a seed shared by all ranks (fresh "
+                         "entropy would differ per rank); pass one, e.g. from secrets.randbits")
     root = np.random.SeedSequence(secrets.randbits(128) if seed is None else seed)
+    if shard.world > 1:  # each rank its own sampler and dropout streams (noise: rank 0 only)
+        root = np.random.SeedSequence([*root.generate_state(4), shard.rank])
     a, b, c = (int(s.generate_state(1, dtype=np.uint64)[0] >> 1) for s in root.spawn(3))
     return a, b, c
+
+
+def _all_reduce_sum(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Sum ``tensors`` over all ranks in one flat all-reduce (no-op outside a process group)."""
+    if current_shard().world == 1:
+        return list(tensors)
+    flat = torch.cat([t.reshape(-1).float() for t in tensors])
+    torch.distributed.all_reduce(flat, op=torch.distributed.ReduceOp.SUM)
+    out, start = [], 0
+    for t in tensors:
+        out.append(flat[start:start + t.numel()].view_as(t).to(t.dtype))
+        start += t.numel()
+    return out
+
+
+def _sync_parameters(model: nn.Module) -> None:
+    """Every rank starts from rank 0's weights (Opacus' DPDDP broadcast)."""
+    from opacus.distributed import DifferentiallyPrivateDistributedDataParallel
+
+    DifferentiallyPrivateDistributedDataParallel(model)  # broadcasts every parameter from rank 0
+    for buffer in model.buffers():
+        torch.distributed.broadcast(buffer.data, 0)
 
 
 def _fingerprint(config: DPSGDConfig, n_albums: int, q: float) -> dict[str, Any]:
@@ -192,20 +227,28 @@ def private_step(
     album_reduction: str,
     device: torch.device,
 ) -> dict[str, float]:
-    """One album-level DP-SGD step on a sampled batch; returns internal (non-DP) statistics."""
+    """One album-level DP-SGD step on a sampled batch; returns internal (non-DP) statistics.
+
+    In a process group, ``batch_albums`` are this rank's sampled albums; rank 0 adds the noise
+    and the noisy sum is all-reduced, so every rank takes the same step.
+    """
     sums, stats = clipped_album_sum(
         wrapped, params, batch_albums, row_loss, collate, max_grad_norm=max_grad_norm,
         physical_batch_rows=physical_batch_rows, album_reduction=album_reduction, device=device,
     )
-    for p, total in zip(params, sums):
-        noise = torch.normal(0.0, noise_multiplier * max_grad_norm, size=p.shape,
-                             generator=noise_generator, device=device)
+    if current_shard().is_main:  # N(0, σ²C²) once per step, whatever the number of ranks
+        sums = [total + torch.normal(0.0, noise_multiplier * max_grad_norm, size=p.shape,
+                                     generator=noise_generator, device=device)
+                for p, total in zip(params, sums)]
+    counts = torch.tensor([stats.loss_sum, stats.n_albums, stats.n_clipped], device=device)
+    *sums, counts = _all_reduce_sum([*sums, counts])
+    for p, noisy in zip(params, sums):
         # Sum of clipped album gradients + N(0, σ²C²), over the public expected batch qN.
-        p.grad = ((total + noise) / expected_batch).to(p.dtype)
+        p.grad = (noisy / expected_batch).to(p.dtype)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return {"loss": stats.loss_sum / max(stats.n_albums, 1),
-            "clipped_fraction": stats.n_clipped / max(stats.n_albums, 1)}
+    loss_sum, n_albums, n_clipped = counts.tolist()
+    return {"loss": loss_sum / max(n_albums, 1), "clipped_fraction": n_clipped / max(n_albums, 1)}
 
 
 def nonprivate_step(
@@ -232,9 +275,16 @@ def nonprivate_step(
         loss = (losses * w).sum()
         (loss / expected_batch).backward()
         loss_sum += float(loss.detach())
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    counts = torch.tensor([loss_sum, len(batch_albums)], device=device)
+    *grads, counts = _all_reduce_sum([*grads, counts])  # the ranks' albums, summed
+    for p, g in zip(params, grads):
+        p.grad = g
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return {"loss": loss_sum / max(len(batch_albums), 1)}
+    loss_sum, n_albums = counts.tolist()
+    return {"loss": loss_sum / max(n_albums, 1)}
 
 
 def train_dp(
@@ -259,6 +309,11 @@ def train_dp(
     losses: they are computed on private data without noise).
     """
     _check_mode(config)
+    shard = current_shard()
+    if shard.world > 1 and config.checkpoint_dir:
+        raise ValueError("checkpoint/resume is not supported for multi-process DP-SGD yet (each "
+                         "rank's sampler state would need its own file): set checkpoint_dir to "
+                         "null or train on one process")
     n_albums = len(albums_rows)
     q = config.resolved_sample_rate(n_albums)
     expected_batch = q * n_albums
@@ -275,11 +330,13 @@ def train_dp(
     if not named:
         raise ValueError("the model has no trainable parameters")
     params = [p for _, p in named]
+    if shard.world > 1:
+        _sync_parameters(model)
     model.train()
     wrapped, guards = (model, []) if baseline else wrap_for_dp(model, config.grad_sample_mode)
     optimizer = _make_optimizer(config, params)
-    sampler_seed, noise_seed, torch_seed = _seeds(config.seed)
-    sampler = PoissonAlbumSampler(n_albums, q, sampler_seed)
+    sampler_seed, noise_seed, torch_seed = _seeds(config.seed, shard)
+    sampler = PoissonAlbumSampler(n_albums, q, sampler_seed, shard.rank, shard.world)
     noise_gen = torch.Generator(device=device).manual_seed(noise_seed)
     torch.manual_seed(torch_seed)
     fingerprint = _fingerprint(config, n_albums, q)
@@ -315,12 +372,16 @@ def train_dp(
     sigma = 0.0 if baseline else float(config.noise_multiplier)
     end = config.steps if stop_after is None else min(config.steps, stop_after)
     epoch_len = max(1, round(1 / q))
-    bar = tqdm(total=config.steps, initial=step, disable=not progress, desc="DP-SGD", unit="step")
+    bar = tqdm(total=config.steps, initial=step, disable=not progress or not shard.is_main,
+               desc="DP-SGD", unit="step")
     try:
         while step < end:
             batch_albums = [albums_rows[i] for i in sampler.sample()]
             record: dict[str, Any] = {"step": step + 1, "batch_albums": len(batch_albums),
                                       "batch_rows": sum(len(rows) for rows in batch_albums)}
+            if shard.world > 1:  # this rank's share: the step's totals over all ranks
+                record["batch_albums"], record["batch_rows"] = (int(v) for v in _all_reduce_sum(
+                    [torch.tensor([record["batch_albums"], record["batch_rows"]])])[0].tolist())
             shared = {"physical_batch_rows": config.physical_batch_rows, "device": device,
                       "album_reduction": config.album_reduction, "expected_batch": expected_batch}
             if baseline:
