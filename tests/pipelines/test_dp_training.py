@@ -199,3 +199,30 @@ def test_selection_modes(mode, expected):
     labels = pd.DataFrame({"image_id": [str(i) for i in range(10)], "label": [0, 1] * 5})
     params = {"selection": {"mode": mode, "fraction": 0.1}, "seed": 0}
     assert len(select_public_node(labels, {"distribution": None}, params)) == expected
+
+
+def test_dp_finetune_on_two_torchrun_processes_charges_the_single_process_epsilon(
+        trained, monkeypatch):
+    """dp_training.distributed.nproc_per_node=2: same mechanism on the ledger, weights move."""
+    import copy
+
+    from dpalbum.pipelines.dp_training.nodes import dp_finetune_lm
+
+    catalog, dp, privacy = trained
+    monkeypatch.chdir(ROOT)
+    two = copy.deepcopy(dp)
+    two["distributed"] = {"nproc_per_node": 2}
+    base = copy.deepcopy(catalog.load("summary_lm_pretrained"))
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    model, ledger, history = dp_finetune_lm(
+        "summary_lm", base, catalog.load("lm_tokenizer"), private_album_texts(),
+        catalog.load("ledger_after_query"), two, privacy)
+    single = catalog.load("ledger_after_summary_lm")
+    mech = {m["name"]: m for m in ledger["mechanisms"]}["summary_lm"]
+    expected = {m["name"]: m for m in single["mechanisms"]}["summary_lm"]
+    for key in ("noise_multiplier", "sample_rate", "steps", "max_grad_norm", "status"):
+        assert mech[key] == expected[key], key
+    assert ledger["epsilon"] == pytest.approx(single["epsilon"], rel=1e-9)
+    assert len(history) == expected["steps"]
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
+    assert any("c_attn" in k for k in changed)  # the merged LoRA update reached the weights

@@ -157,6 +157,22 @@ def encode_rows(
             "position_ids": position_ids, "labels": labels}
 
 
+class RowCollate:
+    """``collate`` for DP-SGD over ``(text, loss_start)`` rows: ``encode_rows`` on a batch.
+
+    A class, not a closure, so that it pickles for multi-process (torchrun) training.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, max_length: int = 64) -> None:
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+
+    def __call__(self, rows: Sequence[tuple[str, int | None]]) -> dict[str, torch.Tensor]:
+        starts = [s for _, s in rows]
+        return encode_rows(self.tokenizer, [t for t, _ in rows],
+                           None if starts[0] is None else starts, self.max_length)
+
+
 def row_losses(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean next-token cross-entropy of each row over its scored tokens, shape (B,)."""
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],

@@ -224,16 +224,12 @@ def dp_finetune_lm(
         by_album.setdefault(album, []).append((text, None if rows.loss_start is None
                                                else rows.loss_start[i]))
     albums_rows = [by_album.get(str(a), []) for a in album_texts["album_id"]]
-    max_length = params[role]["pretrain"]["max_length"]
-
-    def collate(batch_rows):
-        starts = [s for _, s in batch_rows]
-        return lm.encode_rows(lm_tokenizer, [t for t, _ in batch_rows],
-                              None if starts[0] is None else starts, max_length)
-
+    collate = lm.RowCollate(lm_tokenizer, params[role]["pretrain"]["max_length"])
     config = privacy.DPSGDConfig.from_plan(ledger, role, privacy_params, lr=cfg["lr"],
                                            seed=privacy_params.get("noise_seed"), device=device)
-    result = privacy.train_dp(model, albums_rows, lm.row_losses, collate, config)
+    nproc = int(params.get("distributed", {}).get("nproc_per_node", 1))
+    result = privacy.train_dp_multiprocess(model, albums_rows, lm.row_losses, collate, config,
+                                           nproc=nproc)
     ledger = privacy.charge(ledger, result.ledger_record(role))
     merged = result.model.merge_and_unload()  # LoRA folded into the public base weights
     merged.config.dpalbum_privacy = {"mechanism": role, "ledger_epsilon": ledger["epsilon"],
