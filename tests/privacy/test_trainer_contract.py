@@ -45,3 +45,25 @@ def test_plan_to_config_to_ledger_with_epsilon_each_epoch():
     assert ledger_tags(ledger)["privacy.unit"] == "album"
     with pytest.raises(KeyError):
         DPSGDConfig.from_plan(plan, "missing")
+
+
+def test_physical_batch_rows_is_a_memory_knob_not_a_privacy_one():
+    """Opacus' BatchMemoryManager role: the logical (Poisson) batch is split into micro-batches
+    of ``physical_batch_rows`` rows; the trained weights do not depend on that split."""
+    import torch
+
+    albums = make_regression_albums(24, max_rows=5)
+
+    def trained(physical: int) -> torch.Tensor:
+        torch.manual_seed(0)
+        config = DPSGDConfig(noise_multiplier=1.0, steps=4, expected_batch_albums=12.0,
+                             lr=0.05, seed=3, physical_batch_rows=physical)
+        result = train_dp(TinyRegressor(), albums, regression_row_loss, regression_collate,
+                          config, progress=False)
+        return torch.cat([p.detach().flatten() for p in result.model.parameters()])
+
+    torch.manual_seed(0)
+    initial = torch.cat([p.detach().flatten() for p in TinyRegressor().parameters()])
+    one_row, all_rows = trained(1), trained(256)
+    assert not torch.allclose(one_row, initial, atol=1e-3)  # the steps did move the weights
+    assert torch.allclose(one_row, all_rows, atol=1e-5)
