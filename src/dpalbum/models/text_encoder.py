@@ -42,7 +42,7 @@ def encode_texts(
     """L2-normalised sentence embeddings, (N, D) float32; an empty list gives (0, D)."""
     model = load_text_encoder(model_name_or_path, device)
     if not texts:
-        return np.zeros((0, model.get_sentence_embedding_dimension()), dtype=np.float32)
+        return np.zeros((0, model.get_embedding_dimension()), dtype=np.float32)
     emb = model.encode(list(texts), batch_size=batch_size, convert_to_numpy=True,
                        normalize_embeddings=True, show_progress_bar=False)
     return np.asarray(emb, dtype=np.float32)
