@@ -393,14 +393,16 @@ def render_summary(outcomes: Sequence[Outcome], machine: dict[str, str], quick: 
             ratio = "—" if f.ratio is None else f"{f.ratio:.3f}×"
             lines.append(f"| {o.name} | {figure}{note} | {_num(f.value, f.unit)} | "
                          f"{_num(f.baseline, f.unit)} | {ratio} | {f.target or '—'} | {_met(f)} |")
-    lines += ["", "## Runs", "", "| benchmark | status | wall time | log |", "|---|---|---|---|"]
+    lines += ["", "## Runs", "", "| benchmark | status | wall time | log | note |",
+              "|---|---|---|---|---|"]
     for o in outcomes:
         wall = "—" if o.seconds is None else f"{o.seconds:.0f} s"
-        lines.append(f"| {o.name} | {o.status} | {wall} | {o.log or '—'} |")
-    notes = [o for o in outcomes if o.status != "ok" or o.message]
-    if notes:
+        note = o.message.replace("|", "/") if o.status == "ok" else "see below"
+        lines.append(f"| {o.name} | {o.status} | {wall} | {o.log or '—'} | {note} |")
+    not_run = [o for o in outcomes if o.status != "ok"]
+    if not_run:
         lines += ["", "## Failed or skipped", ""]
-        lines += [f"- **{o.name}** ({o.status}): {o.message}" for o in notes]
+        lines += [f"- **{o.name}** ({o.status}): {o.message}" for o in not_run]
     return "\n".join(lines) + "\n"
 
 
