@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from dpalbum.distributed import Shard
 from dpalbum.models.sampler import (
     AlbumSizePrior,
     SamplingConfig,
@@ -70,6 +71,16 @@ def test_a_text_does_not_depend_on_its_batch_or_on_the_run_length(toy):
     longer_run, _ = _sample(toy, n_albums=9, batch_size=5)
     assert _as_bytes(one_by_one) == _as_bytes(pooled)
     assert _as_bytes(longer_run[:6]) == _as_bytes(pooled)
+
+
+def test_bf16_on_the_cpu_is_ignored_with_a_note_and_changes_no_text(toy, caplog):
+    fp32, _ = _sample(toy)
+    with caplog.at_level("INFO", logger="dpalbum.models.devices"):
+        bf16, metadata = _sample(toy, precision="bf16")
+    assert _as_bytes(bf16) == _as_bytes(fp32)
+    assert "bf16 applies on CUDA only" in caplog.text
+    assert metadata["sampling_params"]["precision"] == "bf16" and metadata["device"] == "cpu"
+    assert "nproc" not in metadata["sampling_params"] and metadata["processes"] == 1
 
 
 def test_captions_are_conditioned_on_their_own_summary(toy):
@@ -160,7 +171,17 @@ def test_bad_parameters_are_refused_with_their_name():
         SamplingConfig(top_p=0.0)
     with pytest.raises(ValueError, match="min <= max"):
         AlbumSizePrior(min=5, max=3)
+    with pytest.raises(ValueError, match="nproc"):
+        SamplingConfig(nproc=0)
+    with pytest.raises(ValueError, match="precision"):
+        SamplingConfig(precision="fp16")
+    with pytest.raises(ValueError, match="device"):
+        SamplingConfig(device="gpu")
     tokenizer = tiny_tokenizer()
     with pytest.raises(ValueError, match="max_new_tokens"):
         generate_texts(tiny_lm(tokenizer, n_positions=16), tokenizer, ["[BOS]"], [0],
                        max_new_tokens=15, show_progress=False)
+    # a shard outside a process group would silently drop the other shards' rows
+    with pytest.raises(ValueError, match="torchrun"):
+        generate_texts(tiny_lm(tokenizer), tokenizer, ["[BOS]"] * 4, list(range(4)),
+                       max_new_tokens=4, show_progress=False, shard=Shard(1, 2))

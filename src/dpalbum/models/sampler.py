@@ -23,6 +23,13 @@ device give byte-identical text. Changing ``batch_size`` or ``n_albums`` (album 
 in a run of 10 or of 1000 albums) changes no random number a text sees; it only changes which rows
 share a padded batch, which can alter logits by floating-point rounding and so, rarely, flip a
 token that sits on a sampling boundary. On CPU the tests observe exact equality across batch sizes.
+
+Processes. With ``nproc`` > 1 (torchrun workers, see ``dpalbum.distributed``) every rank computes
+the same global batch plan (:func:`plan_text_batches`: prompts sorted by length, cut into
+``batch_size`` rows) and rank r runs batches r, r + W, ...; the summaries are all-gathered before
+the caption plan is made, then the captions the same way. A row therefore sits in exactly the
+batch it sits in on one process, and the output is bit-for-bit the single-process output, at equal
+device, precision and torch threads per process.
 """
 
 from __future__ import annotations
@@ -39,6 +46,13 @@ import torch
 from tqdm.auto import tqdm
 from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
+from dpalbum.distributed import Shard, all_gather, current_shard
+from dpalbum.models.devices import (
+    DEVICES,
+    PRECISIONS,
+    generation_autocast,
+    generation_device,
+)
 from dpalbum.models.text_format import SpecialTokens, caption_prompt
 
 logger = logging.getLogger(__name__)
@@ -113,6 +127,9 @@ class SamplingConfig:
     max_new_tokens: MaxNewTokens = field(default_factory=MaxNewTokens)
     batch_size: int = 64  # prompts per generate call (both roles)
     show_progress: bool = True
+    nproc: int = 1  # processes (torchrun workers); 1 = in this process
+    device: str = "auto"  # auto: CUDA when present (a worker's own GPU), else CPU; or cpu/cuda
+    precision: str = "fp32"  # fp32 | bf16 (autocast on CUDA only; ignored on CPU)
 
     def __post_init__(self) -> None:
         if isinstance(self.photos_per_album, dict):
@@ -127,6 +144,11 @@ class SamplingConfig:
             (self.batch_size < 1, f"batch_size must be >= 1, got {self.batch_size}"),
             (min(self.max_new_tokens.summary, self.max_new_tokens.caption) < 1,
              f"max_new_tokens must be >= 1, got {self.max_new_tokens}"),
+            (self.nproc < 1, f"nproc must be >= 1, got {self.nproc}"),
+            (self.device not in DEVICES and not self.device.startswith("cuda:"),
+             f"device must be one of {DEVICES} or cuda:N, got {self.device!r}"),
+            (self.precision not in PRECISIONS,
+             f"precision must be one of {PRECISIONS}, got {self.precision!r}"),
         ] if bad]
         if problems:
             raise ValueError("sampling parameters: " + "; ".join(problems))
@@ -188,6 +210,14 @@ class SeededSampling(LogitsProcessor):
         self.n_token_ids = n_token_ids
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.Tensor:
+        # The draw itself is never autocast (bf16 generation): a bf16 cdf would move tokens
+        # across sampling boundaries far more often than the model's own rounding does.
+        if scores.device.type == "cuda":
+            with torch.autocast(device_type="cuda", enabled=False):
+                return self._choose(input_ids, scores)
+        return self._choose(input_ids, scores)
+
+    def _choose(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         step = input_ids.shape[1] - self.prompt_length
         logits = scores.float().clone()  # (B, V)
         vocab = logits.shape[-1]
@@ -265,39 +295,74 @@ class GeneratedTexts:
     cut_at_max_new_tokens: int  # texts that reached max_new_tokens without an eos
 
 
+def plan_text_batches(prompt_lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """The global batch plan: prompt indices sorted by length (less padding), ``batch_size`` a
+    batch. A pure function of the lengths, so every process computes the same plan."""
+    order = sorted(range(len(prompt_lengths)), key=lambda i: prompt_lengths[i])  # stable
+    return [order[start:start + batch_size] for start in range(0, len(order), batch_size)]
+
+
 def generate_texts(
     model, tokenizer, prompts: Sequence[str], seeds: Sequence[int], *, max_new_tokens: int,
     temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, batch_size: int = 64,
-    desc: str = "generate", show_progress: bool = True,
+    desc: str = "generate", show_progress: bool = True, precision: str = "fp32",
+    shard: Shard | None = None,
 ) -> GeneratedTexts:
     """Continue every prompt once, in left-padded batches of ``batch_size`` prompts.
 
     Prompts are text in the LM's training format (special tokens written out, so they are
     tokenized with ``add_special_tokens=False``). Row ``i`` samples with ``seeds[i]`` only.
+    ``shard``: inside a torchrun process group (:func:`dpalbum.distributed.current_shard`), this
+    rank runs batches rank, rank + W, ... of the global plan and the rows are all-gathered, so
+    every rank returns all texts. A collective: every rank must call it with the same prompts.
     """
     if len(prompts) != len(seeds):
         raise ValueError(f"generate_texts: {len(prompts)} prompts but {len(seeds)} seeds")
+    shard = shard or Shard()
+    if shard.world > 1 and shard != current_shard():
+        raise ValueError(f"generate_texts: shard {shard} is not this process' place in the "
+                         f"process group ({current_shard()}): run it under torchrun "
+                         "(dpalbum.distributed.run_torchrun)")
     SpecialTokens.of(tokenizer)  # fail early, naming what a tokenizer lacks
     if not prompts:
         return GeneratedTexts([], 0, 0)
-    eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
     encoded = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
-    encoded = _fit_to_context(encoded, _context_limit(model), max_new_tokens)
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # less padding per batch
+    encoded = _fit_to_context(encoded, _context_limit(model), max_new_tokens,
+                              warn=shard.is_main)
+    batches = shard.take(plan_text_batches([len(ids) for ids in encoded], batch_size))
+    rows = _generate_batches(model, tokenizer, encoded, seeds, batches, max_new_tokens,
+                             temperature, top_p, top_k, precision,
+                             desc=desc, show_progress=show_progress and shard.is_main)
+    if shard.world > 1:
+        rows = {i: row for part in all_gather(rows) for i, row in part.items()}
+    result = GeneratedTexts([""] * len(encoded), 0, 0)
+    for i, (text, new_tokens, ended) in rows.items():
+        result.texts[i] = text
+        result.new_tokens += new_tokens
+        result.cut_at_max_new_tokens += not ended
+    return result
+
+
+def _generate_batches(
+    model, tokenizer, encoded: list[list[int]], seeds: Sequence[int], batches: list[list[int]],
+    max_new_tokens: int, temperature: float, top_p: float, top_k: int, precision: str, *,
+    desc: str, show_progress: bool,
+) -> dict[int, tuple[str, int, bool]]:
+    """Run ``batches`` (lists of row indices); row index -> (text, new tokens, ended at eos)."""
+    eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
     device = _device(model)
     banned = [i for i in tokenizer.all_special_ids if i != eos_id]
-    result = GeneratedTexts([""] * len(encoded), 0, 0)
+    done: dict[int, tuple[str, int, bool]] = {}
     # Finished rows are fed eos (not pad) until the batch ends: their text is cut at the first eos
     # anyway, and HF's "padding without attention mask" check then stays quiet.
     generation_config = GenerationConfig(
         do_sample=False, num_beams=1, max_new_tokens=max_new_tokens, eos_token_id=eos_id,
         pad_token_id=eos_id, use_cache=True,
     )
-    starts = range(0, len(order), batch_size)
     model.eval()
-    with _plain_generation_config(model), torch.inference_mode():
-        for start in tqdm(starts, desc=desc, unit="batch", disable=not show_progress):
-            rows = order[start:start + batch_size]
+    with (_plain_generation_config(model), torch.inference_mode(),
+          generation_autocast(precision, device)):
+        for rows in tqdm(batches, desc=desc, unit="batch", disable=not show_progress):
             width = max(len(encoded[i]) for i in rows)
             input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, T)
             attention_mask = torch.zeros((len(rows), width), dtype=torch.long)  # (B, T)
@@ -315,13 +380,13 @@ def generate_texts(
             )  # (B, T + new)
             for r, i in enumerate(rows):
                 new = out[r, width:].tolist()
-                result.texts[i], ended = decode_generated(tokenizer, new, eos_id)
-                result.new_tokens += new.index(eos_id) + 1 if ended else len(new)
-                result.cut_at_max_new_tokens += not ended
-    return result
+                text, ended = decode_generated(tokenizer, new, eos_id)
+                done[i] = (text, new.index(eos_id) + 1 if ended else len(new), ended)
+    return done
 
 
-def _fit_to_context(encoded: list[list[int]], limit: int | None, max_new_tokens: int):
+def _fit_to_context(encoded: list[list[int]], limit: int | None, max_new_tokens: int,
+                    warn: bool = True):
     """Shorten prompts that would overflow the model's context, keeping their first and last token.
 
     The last token is the separator the caption LM continues from; the dropped tokens are the end
@@ -335,7 +400,7 @@ def _fit_to_context(encoded: list[list[int]], limit: int | None, max_new_tokens:
                          f"model's context of {limit} tokens: lower sampling.max_new_tokens")
     fitted = [ids if len(ids) <= budget else ids[: budget - 1] + ids[-1:] for ids in encoded]
     shortened = sum(len(a) != len(b) for a, b in zip(encoded, fitted))
-    if shortened:
+    if shortened and warn:
         logger.warning("%d prompts shortened to %d tokens to fit the model's context of %d",
                        shortened, budget, limit)
     return fitted
@@ -344,19 +409,23 @@ def _fit_to_context(encoded: list[list[int]], limit: int | None, max_new_tokens:
 # ---- the hierarchical sampler ------------------------------------------------------------------
 
 def sample_album_texts(
-    summary_lm, caption_lm, tokenizer, config: SamplingConfig
+    summary_lm, caption_lm, tokenizer, config: SamplingConfig, shard: Shard | None = None,
 ) -> tuple[list[SyntheticAlbumText], dict[str, Any]]:
     """Sample ``config.n_albums`` albums: summaries first, then captions conditioned on each.
 
     Returns the albums (ids ``synthetic_00001``, ...) and run metadata: parameters, where album
     sizes came from (the public prior) and counts, including texts cut at ``max_new_tokens``.
+    Runs on the models' device. ``shard``: this rank inside a torchrun process group (see
+    :func:`sample_album_texts_on_rank`); every rank then returns the whole result.
     """
     tokens = SpecialTokens.of(tokenizer)
+    shard = shard or Shard()
     n = config.n_albums
     seeds = [album_seed(config.seed, i) for i in range(n)]
     sizes = [config.photos_per_album.sample(_stream(s, _SIZE)) for s in seeds]
     decoding = dict(temperature=config.temperature, top_p=config.top_p, top_k=config.top_k,
-                    batch_size=config.batch_size, show_progress=config.show_progress)
+                    batch_size=config.batch_size, show_progress=config.show_progress,
+                    precision=config.precision, shard=shard)
     started = time.perf_counter()
     summaries = generate_texts(
         summary_lm, tokenizer, [tokens.bos] * n, [text_seed(s, "summary") for s in seeds],
@@ -375,22 +444,44 @@ def sample_album_texts(
                                  seeds[i]) for i in range(n)]
     metadata = sampling_metadata(config) | {
         "n_albums": n, "n_captions": len(owners), "seconds": round(seconds, 3),
+        "processes": shard.world, "device": str(_device(summary_lm)),
         "generated_tokens": summaries.new_tokens + captions.new_tokens,
         "summaries_cut_at_max_new_tokens": summaries.cut_at_max_new_tokens,
         "captions_cut_at_max_new_tokens": captions.cut_at_max_new_tokens,
     }
-    logger.info("sampled %d albums and %d captions in %.1f s (%.1f captions/s); album sizes from "
-                "the public prior %s; %d summaries and %d captions hit max_new_tokens", n,
-                len(owners), seconds, len(owners) / max(seconds, 1e-9),
-                config.photos_per_album.describe(), summaries.cut_at_max_new_tokens,
-                captions.cut_at_max_new_tokens)
+    if shard.is_main:
+        logger.info("sampled %d albums and %d captions in %.1f s (%.1f captions/s) on %d "
+                    "process(es); album sizes from the public prior %s; %d summaries and %d "
+                    "captions hit max_new_tokens", n, len(owners), seconds,
+                    len(owners) / max(seconds, 1e-9), shard.world,
+                    config.photos_per_album.describe(), summaries.cut_at_max_new_tokens,
+                    captions.cut_at_max_new_tokens)
     return albums, metadata
+
+
+def sample_album_texts_on_rank(
+    job: tuple[Any, Any, Any, SamplingConfig],
+) -> tuple[list[SyntheticAlbumText], dict[str, Any]] | None:
+    """One torchrun worker of sharded sampling (target of ``run_torchrun``).
+
+    ``job``: (summary_lm, caption_lm, tokenizer, config). The models go to this worker's device
+    (:func:`dpalbum.models.devices.generation_device`); rank 0 returns the albums and metadata,
+    the other ranks None (the result would only travel back once more).
+    """
+    summary_lm, caption_lm, tokenizer, config = job
+    device = generation_device(config.device)
+    summary_lm.to(device)
+    caption_lm.to(device)
+    shard = current_shard()
+    result = sample_album_texts(summary_lm, caption_lm, tokenizer, config, shard=shard)
+    return result if shard.is_main else None
 
 
 def sampling_metadata(config: SamplingConfig) -> dict[str, Any]:
     """What a reader of the synthetic texts must know about how they were sampled."""
     params = asdict(config)
-    params.pop("show_progress")
+    for how_not_what in ("show_progress", "nproc"):  # change no text
+        params.pop(how_not_what)
     return {
         "album_size_source": "public prior (parameters sampling.photos_per_album: "
                              f"{config.photos_per_album.describe()}); the private album sizes "

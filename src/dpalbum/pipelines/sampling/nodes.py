@@ -5,9 +5,16 @@ from __future__ import annotations
 import pandas as pd
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from dpalbum.models.sampler import SamplingConfig, SyntheticAlbumText, sample_album_texts
+from dpalbum.distributed import run_torchrun
+from dpalbum.models.devices import generation_device, models_on
+from dpalbum.models.sampler import (
+    SamplingConfig,
+    SyntheticAlbumText,
+    sample_album_texts,
+)
 
 SYNTHETIC_TEXT_COLUMNS: tuple[str, ...] = ("album_id", "summary", "captions", "seed")
+SAMPLING_WORKER = "dpalbum.models.sampler:sample_album_texts_on_rank"  # torchrun target
 
 
 def albums_to_frame(albums: list[SyntheticAlbumText], metadata: dict) -> pd.DataFrame:
@@ -31,7 +38,14 @@ def sample_albums(
     """Sample synthetic album texts: post-processing of the DP models, no privacy budget spent.
 
     Album sizes come from the public prior ``params.photos_per_album`` (see ``attrs['sampling']``).
+    With ``params.nproc`` > 1 the batches are sharded over that many torchrun workers; the texts
+    are the same as on one process (same device and precision).
     """
     config = SamplingConfig.from_params(params)
-    albums, metadata = sample_album_texts(summary_lm, caption_lm, lm_tokenizer, config)
+    if config.nproc > 1:
+        job = (summary_lm, caption_lm, lm_tokenizer, config)
+        albums, metadata = run_torchrun(SAMPLING_WORKER, job, config.nproc)[0]  # rank 0's
+    else:
+        with models_on(generation_device(config.device), summary_lm, caption_lm):
+            albums, metadata = sample_album_texts(summary_lm, caption_lm, lm_tokenizer, config)
     return albums_to_frame(albums, metadata)
