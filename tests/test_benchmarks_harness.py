@@ -88,6 +88,31 @@ def test_dp_overhead_and_rendering_rows_use_the_benchmarks_own_ratios_and_target
     assert fd.ratio == pytest.approx(3.0) and fd.met is None
 
 
+def test_privimage_rows_compare_the_semantic_arm_with_each_baseline_arm():
+    def arm(fd, protagonist, verified=True):
+        return {"after_dp_finetune": {"local_fd": fd, "accuracy_protagonist": protagonist,
+                                      "accuracy_scene": None,
+                                      "accuracy_scene_note": "one class only"},
+                "privacy": {"verified": verified}}
+
+    result = {"arms": {"semantic": arm(30.0, 0.6), "all": arm(40.0, 0.5),
+                       "none": arm(20.0, 0.8, verified=False)}}
+    figures = run_all.privimage_figures(result)
+
+    def row(metric: str, baseline: str):
+        (figure,) = [f for f in figures if metric in f.figure and f.figure.endswith(baseline)]
+        return figure
+
+    assert row("local FD", "all").ratio == pytest.approx(0.75) and row("local FD", "all").met
+    assert row("local FD", "none").ratio == pytest.approx(1.5)
+    assert row("local FD", "none").met is False
+    assert "ledgers not verified: none" in row("local FD", "none").note
+    assert row("protagonist", "all").ratio == pytest.approx(1.2) and row("protagonist", "all").met
+    assert row("protagonist", "none").met is False
+    assert row("scene", "all").ratio is None and row("scene", "all").met is None
+    assert row("scene", "all").note == "one class only"
+
+
 FAKE_OK = """
 import argparse, json
 ap = argparse.ArgumentParser(); ap.add_argument("--out"); ap.add_argument("--n-albums")
