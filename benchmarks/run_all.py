@@ -381,6 +381,8 @@ def render_summary(outcomes: Sequence[Outcome], machine: dict[str, str], quick: 
             ratio = "—" if f.ratio is None else f"{f.ratio:.3f}×"
             lines.append(f"| {o.name} | {figure}{note} | {_num(f.value, f.unit)} | "
                          f"{_num(f.baseline, f.unit)} | {ratio} | {f.target or '—'} | {_met(f)} |")
+    if not any(o.figures for o in outcomes):
+        lines.append("| — | no benchmark reported a figure in this run | | | | | |")
     lines += ["", "## Runs", "", "| benchmark | status | wall time | log | note |",
               "|---|---|---|---|---|"]
     for o in outcomes:
