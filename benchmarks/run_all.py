@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import math
 import os
 import platform
 import shutil
@@ -74,8 +75,11 @@ class Figure:
     note: str = ""
 
     def __post_init__(self) -> None:
-        if self.ratio is None and self.value is not None and self.baseline:
-            self.ratio = self.value / self.baseline
+        if self.ratio is None and self.value is not None and self.baseline is not None:
+            if self.baseline:
+                self.ratio = self.value / self.baseline
+            elif self.value > 0:  # e.g. an accuracy of 0.25 against a baseline's 0
+                self.ratio = math.inf
 
     @property
     def met(self) -> bool | None:
@@ -378,7 +382,7 @@ def render_summary(outcomes: Sequence[Outcome], machine: dict[str, str], quick: 
         for f in o.figures:
             figure = f.figure.removeprefix(f"{o.name}: ").removeprefix(f"{o.name} ")
             note = f" ({f.note})" if f.note else ""
-            ratio = "—" if f.ratio is None else f"{f.ratio:.3f}×"
+            ratio = "—" if f.ratio is None else "∞" if math.isinf(f.ratio) else f"{f.ratio:.3f}×"
             lines.append(f"| {o.name} | {figure}{note} | {_num(f.value, f.unit)} | "
                          f"{_num(f.baseline, f.unit)} | {ratio} | {f.target or '—'} | {_met(f)} |")
     if not any(o.figures for o in outcomes):

@@ -99,7 +99,7 @@ def test_privimage_rows_compare_the_semantic_arm_with_each_baseline_arm():
                        "none": arm(20.0, 0.8, verified=False)}}
     figures = run_all.privimage_figures(result)
 
-    def row(metric: str, baseline: str):
+    def row(metric: str, baseline: str, figures=figures):
         (figure,) = [f for f in figures if metric in f.figure and f.figure.endswith(baseline)]
         return figure
 
@@ -111,6 +111,13 @@ def test_privimage_rows_compare_the_semantic_arm_with_each_baseline_arm():
     assert row("protagonist", "none").met is False
     assert row("scene", "all").ratio is None and row("scene", "all").met is None
     assert row("scene", "all").note == "one class only"
+
+    result["arms"]["all"]["after_dp_finetune"]["accuracy_protagonist"] = 0.0
+    zero = row("protagonist", "all", run_all.privimage_figures(result))
+    assert zero.ratio == float("inf") and zero.met is True  # beats a baseline of 0
+    summary = run_all.render_summary([run_all.Outcome("privimage", "ok", figures=[zero])], {},
+                                     quick=False, command="x")
+    assert _row(summary, "privimage", "protagonist")[4:] == ["∞", "≥ 1", "yes"]
 
 
 FAKE_OK = """
