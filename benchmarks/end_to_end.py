@@ -66,7 +66,7 @@ QUICK_PARAMS = {
     "evaluation.image_fidelity.kid_subsets": 5,
     "evaluation.image_fidelity.kid_subset_size": 20,
     "evaluation.text_metrics.max_samples": 50,
-    "evaluation.canary.n_samples": 20,
+    "evaluation.privacy_audit.n_samples": 20,
 }
 QUICK_TESTS = "tests/test_project.py"
 

@@ -1,6 +1,7 @@
 """The privacy audit: membership inference must find members of an overfit (non-private) model
-(the audit has power) and nothing in an untrained one; canary counting must see memorised
-canaries and none in a model that never saw them."""
+(the audit has power) and nothing in an untrained one; the insertion audit plants canaries only
+in an audit run, trains on them under its own plan, finds memorised canaries and counts their
+verbatim regenerations (none for canaries never trained on)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from dpalbum.albums.vocabulary import COLOURS, EVENTS, OBJECTS, SCENES, SHAPES
 from dpalbum.models.language_model import caption_rows, encode_rows, row_losses, summary_rows
 from dpalbum.models.sampler import SamplingConfig
 from dpalbum.pipelines.evaluation import audit, nodes
-from dpalbum.pipelines.evaluation.config import CanaryConfig, MembershipConfig
+from dpalbum.pipelines.evaluation import privacy_audit as nodes_audit
+from dpalbum.pipelines.evaluation.config import MembershipConfig, PrivacyAuditConfig
 from tests.pipelines.test_evaluation_world import ledger
 
 SPECIALS = ("[PAD]", "[UNK]", "[BOS]", "[EOS]", "[SEP]")
@@ -136,52 +138,129 @@ def test_membership_node_reports_both_models(monkeypatch):
     assert empty["metrics"] == {} and "non-member" in empty["absent"]
 
 
-def test_canary_exposure_counts():
-    found = audit.canary_exposure(
-        ["a black square in the night", "A black square in the  night", "a red circle in the city",
-         "a white diamond in the snow", "garbage"],
-        canary_captions=["a black square in the night", "a black square in the beach"],
-        canary_protagonists=["black square"], control_protagonists=["white diamond", "white ball"])
-    assert found["canary_caption_hits"] == 2 and found["canary_captions_regenerated"] == 1
-    assert found["canary_protagonist_rate"] == pytest.approx(2 / 5)
-    assert found["control_protagonist_rate"] == pytest.approx(1 / 5 / 2)
-    assert found["unparsed_rate"] == pytest.approx(1 / 5)
+def test_verbatim_regenerations_counts_case_and_spacing_insensitive():
+    found = audit.verbatim_regenerations(
+        ["w001 w002 w003", "W001  w002 w003", "w004 w005", "a red circle"],
+        secret_texts=["w001 w002 w003", "w009 w008"])
+    assert found == {"hits": 2.0, "distinct": 1.0}
+    assert audit.verbatim_regenerations([], ["w001"]) == {"hits": 0.0, "distinct": 0.0}
 
 
-def _canary_inputs():
-    summary = "a festival album of a black triangle"
-    captions = ["a black triangle in the night with a kite", "a black triangle in the beach"]
-    album_texts = pd.DataFrame({"album_id": ["album_0001", "canary_0001"],
-                                "summary": ["a birthday album of a red circle", summary],
-                                "captions": [["a red circle in the city"], captions]})
-    truth = pd.DataFrame({"album_id": ["album_0001", "canary_0001"], "split": ["train", "canary"],
-                          "colour": ["red", "black"], "shape": ["circle", "triangle"]})
-    from dpalbum.albums.model import Album, AlbumSet
-    canaries = AlbumSet([Album("canary_0001", [])])
-    return album_texts, truth, canaries
+def test_verbatim_ceiling_auc_bounds_attacks_on_repeated_texts():
+    members = [["a red circle", "a red circle in the city"], ["a blue square"]]
+    assert audit.verbatim_ceiling_auc(members, [["a red circle"], ["a blue square"]]) == 0.5
+    assert audit.verbatim_ceiling_auc(members, [["w001"], ["w002 w003"]]) == 1.0
+    assert audit.verbatim_ceiling_auc(members, [["a red circle", "w001"], ["a blue square"]]) \
+        == 0.75
+    texts = pd.DataFrame({"album_id": ["a"], "summary": ["s"], "captions": [["c1", "c2"]]})
+    assert audit.album_text_units(texts, "summary") == [["s"]]
+    assert audit.album_text_units(texts, "caption") == [["s || c1", "s || c2"]]
 
 
-def test_canary_node_sees_a_memorised_canary_and_not_an_unseen_one():
+def test_canary_texts_are_seeded_unique_strings_of_public_words():
+    words = audit.canary_words(["a red circle in the city", "A blue square, 2 kites"])
+    assert words == sorted(set(words)) and "2" not in words and "square," not in words
+    canaries = audit.canary_album_texts(words, 30, 3, 8, seed=5)
+    texts = list(canaries["summary"]) + [c for cs in canaries["captions"] for c in cs]
+    assert len(set(texts)) == len(texts) == 120
+    assert all(len(t.split()) == 8 and set(t.split()) <= set(words) for t in texts)
+    assert canaries.equals(audit.canary_album_texts(words, 30, 3, 8, seed=5))
+    assert not canaries.equals(audit.canary_album_texts(words, 30, 3, 8, seed=6))
+    one_secret = audit.canary_album_texts(words, 5, 4, 8, seed=5, distinct_captions=1)
+    assert all(len(set(cs)) == 1 and len(cs) == 4 for cs in one_secret["captions"])
+    with pytest.raises(ValueError, match="distinct_captions"):
+        audit.canary_album_texts(words, 5, 4, 8, seed=5, distinct_captions=5)
+
+
+def _audit_config(**changes) -> PrivacyAuditConfig:
+    values = dict(enabled=True, n_inserted_canaries=4, n_heldout_canaries=4,
+                  captions_per_canary=2, words_per_text=4, n_samples=40, captions_per_album=4)
+    return PrivacyAuditConfig(**(values | changes))
+
+
+def _public_corpus() -> pd.DataFrame:
+    return pd.DataFrame({"caption": [f"a {c} {s} in the {p}" for c in COLOURS for s in SHAPES
+                                     for p in SCENES]})
+
+
+def test_plant_canaries_only_in_an_audit_run_and_only_the_inserted_ones():
+    _, members, _, _, _ = membership_setup()
+    off_canaries, off_training = nodes_audit.plant_canaries_node(
+        members, _public_corpus(), PrivacyAuditConfig())
+    assert off_canaries.empty and off_training.empty
+    canaries, training = nodes_audit.plant_canaries_node(members, _public_corpus(),
+                                                         _audit_config())
+    inserted = canaries[canaries["inserted"]]
+    assert len(inserted) == 4 and (~canaries["inserted"]).sum() == 4
+    assert list(training["album_id"]) == [*members["album_id"], *inserted["album_id"]]
+    assert not set(canaries.loc[~canaries["inserted"], "album_id"]) & set(training["album_id"])
+    assert list(training.columns) == list(members.columns)
+
+
+def test_audit_lms_are_trained_on_the_canaries_under_their_own_plan():
+    """A tiny real audit run: plan over N + canaries, DP-SGD on both LMs, public reference kept."""
+    from tests.pipelines.test_dp_training import private_album_texts, tiny_params
+
     torch.set_num_threads(1)
+    dp_training, privacy_params = tiny_params()
     tokenizer = word_tokenizer()
-    album_texts, truth, canaries = _canary_inputs()
-    only_canary = album_texts.iloc[[1]]
-    summary_lm = train(tiny_lm(tokenizer, 4), tokenizer, summary_rows(only_canary, tokenizer), 80)
-    caption_lm = train(tiny_lm(tokenizer, 5), tokenizer, caption_rows(only_canary, tokenizer), 120)
-    sampling = SamplingConfig(n_albums=1, show_progress=False)
-    config = CanaryConfig(n_samples=20, captions_per_album=5)
-    section = nodes.canary_audit_node(summary_lm, caption_lm, tokenizer, album_texts, canaries,
-                                      truth, sampling, config)
-    assert section["metrics"]["n_samples"] == 20
-    assert section["metrics"]["canary_caption_hits"] >= 10
-    assert section["metrics"]["canary_captions_regenerated"] >= 1
-    fresh = nodes.canary_audit_node(tiny_lm(tokenizer, 6), tiny_lm(tokenizer, 7), tokenizer,
-                                    album_texts, canaries, truth, sampling, config)
-    assert fresh["metrics"]["canary_caption_hits"] == 0
-    not_trained = nodes.canary_audit_node(summary_lm, caption_lm, tokenizer,
-                                          album_texts.iloc[[0]], canaries, truth, sampling,
-                                          config)
-    assert "not an audit run" in not_trained["absent"]
+    for role in ("summary_lm", "caption_lm"):
+        dp_training[role]["model"]["n_positions"] = 48
+        dp_training[role]["pretrain"]["max_length"] = 48
+    members = private_album_texts(24)
+    canaries, training = nodes_audit.plant_canaries_node(members, _public_corpus(),
+                                                         _audit_config())
+    public = private_album_texts(16, seed=1)  # stands in for public pseudo-albums
+    lms = nodes_audit.train_audit_lms_node(training, public, tokenizer, privacy_params,
+                                           dp_training, _audit_config())
+    charged = {m["name"]: m for m in lms["ledger"]["mechanisms"] if m.get("status") == "spent"}
+    assert set(charged) == {"summary_lm", "caption_lm"}
+    for role in charged:  # q = expected batch / (N private + inserted canaries)
+        assert charged[role]["sample_rate"] == pytest.approx(8 / 28)
+        assert charged[role]["noise_multiplier"] > 0
+        tuned = dict(lms["models"][role].named_parameters())
+        reference = dict(lms["models"][f"{role}_reference"].named_parameters())
+        assert set(tuned) == set(reference)  # LoRA merged back into the public architecture
+        assert any(not torch.equal(tuned[k], reference[k]) for k in tuned)
+    assert nodes_audit.train_audit_lms_node(training, public, tokenizer, privacy_params,
+                                            dp_training, PrivacyAuditConfig()) == {}
+
+
+def test_audit_finds_memorised_canaries_and_counts_their_regenerations():
+    torch.set_num_threads(1)
+    tokenizer, members, nonmembers, _, untrained = membership_setup()
+    config = _audit_config()
+    canaries, _ = nodes_audit.plant_canaries_node(members, _public_corpus(), config)
+    inserted = canaries[canaries["inserted"]]
+    models = {"summary_lm": train(tiny_lm(tokenizer, 4), tokenizer,
+                                  summary_rows(inserted, tokenizer), 120),
+              "caption_lm": train(tiny_lm(tokenizer, 5), tokenizer,
+                                  caption_rows(inserted, tokenizer), 150),
+              "summary_lm_reference": untrained["summary"],
+              "caption_lm_reference": untrained["caption"]}
+    section = nodes_audit.privacy_audit_node(
+        {"models": models, "ledger": ledger()}, canaries, members, nonmembers, tokenizer,
+        SamplingConfig(show_progress=False), config)
+    found = section["metrics"]
+    assert section["internal"] and section["absent"] is None
+    for role in ("summary_lm", "caption_lm"):
+        assert found[f"{role}_canary_auc"] == 1.0 and found[f"{role}_canary_ref_auc"] == 1.0
+        assert found[f"{role}_member_verbatim_ceiling_auc"] == 1.0  # random texts never repeat
+    assert found["n_samples"] == 40
+    assert found["canary_captions_regenerated"] >= 1 and found["canary_caption_hits"] >= 10
+    assert found["heldout_canary_caption_hits"] == 0
+    assert found["heldout_canary_summaries_regenerated"] == 0
+    off = nodes_audit.privacy_audit_node({}, canaries.iloc[:0], members, nonmembers, tokenizer,
+                                         SamplingConfig(show_progress=False),
+                                         PrivacyAuditConfig())
+    assert off["metrics"] == {} and "not an audit run" in off["absent"]
+
+
+def test_audit_config_is_checked():
+    with pytest.raises(ValueError, match="need 2"):
+        PrivacyAuditConfig(enabled=True, n_heldout_canaries=1)
+    assert nodes_audit.deep_merge({"a": {"b": 1, "c": 2}}, {"a": {"c": 3}}) == {
+        "a": {"b": 1, "c": 3}}
 
 
 @pytest.mark.parametrize("n_members", [60, 300])

@@ -17,6 +17,8 @@ from dpalbum.models.evaluation_network import (
     train_evaluation_network,
 )
 from dpalbum.models.io import ModelFolderDataset
+from dpalbum.pipelines.evaluation import config
+from dpalbum.pipelines.evaluation.config import ImageFidelityConfig
 from tests.pipelines.test_evaluation_world import (
     IMAGE_SIZE,
     evaluation_network,
@@ -85,6 +87,22 @@ def test_images_of_another_size_are_resized():
 def test_inception_needs_local_weights():
     with pytest.raises(FileNotFoundError, match="image_features: local"):
         inception_extractor("/nonexistent/pt_inception.pth")
+
+
+def test_standard_fid_without_weights_or_torch_fidelity_fails_before_the_run(tmp_path,
+                                                                             monkeypatch):
+    """Kedro validates parameters before any node: the message says what to do."""
+    with pytest.raises(ValueError, match="inception_weights_path=None is not a file.*"
+                                         "image_features: local"):
+        ImageFidelityConfig(image_features="inception")
+    weights = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
+    weights.write_bytes(b"weights")
+    real_find_spec = config.importlib.util.find_spec
+    monkeypatch.setattr(config.importlib.util, "find_spec",
+                        lambda name: None if name == "torch_fidelity" else real_find_spec(name))
+    with pytest.raises(ValueError, match="pip install torch-fidelity"):
+        ImageFidelityConfig(image_features="inception", inception_weights_path=str(weights))
+    assert ImageFidelityConfig().image_features == "local"
 
 
 def test_config_and_corpus_errors_are_clear():

@@ -85,9 +85,13 @@ def test_attribute_fidelity_lower_for_private_like_texts():
         assert like[key] < unlike[key], key
     assert like["text_tv_scene"] == like["text_tv_protagonist"] == like["text_tv_event"] == 0
     assert 0 < like["floor_tv_scene"] < 0.5  # held-out vs training albums: sampling noise only
+    truth = w["ground_truth"]
     gone = nodes.attribute_fidelity_node(curated_texts(synthetic_albums()), synthetic_albums(),
-                                         w["ground_truth"].iloc[:0], net)
+                                         truth[truth["split"] != "train"], net)
     assert "training-split" in gone["absent"]
+    empty = nodes.attribute_fidelity_node(curated_texts(synthetic_albums()), synthetic_albums(),
+                                          truth.iloc[:0], net)
+    assert empty["absent"].startswith("not available: no ground_truth")
 
 
 def test_utility_tstr_with_real_albums_as_synthetic_matches_real():

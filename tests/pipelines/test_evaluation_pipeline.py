@@ -21,20 +21,22 @@ from dpalbum.models.sampler import SamplingConfig
 from dpalbum.models.summariser import SummariserConfig
 from dpalbum.pipelines.evaluation import create_pipeline, nodes
 from dpalbum.pipelines.evaluation.config import (
-    CanaryConfig,
     HeldoutTextsConfig,
     ImageFidelityConfig,
     MembershipConfig,
+    PrivacyAuditConfig,
     ReportConfig,
     TextMetricsConfig,
     UtilityConfig,
 )
+from dpalbum.pipelines.evaluation.datasets import OptionalParquetDataset
 from dpalbum.pipelines.evaluation.pipeline import SECTIONS
 from tests.pipelines.test_evaluation_audit import tiny_lm, word_tokenizer
 from tests.pipelines.test_evaluation_world import (
     IMAGE_SIZE,
     PRIVATE_SENTINEL,
     curated_texts,
+    evaluation_network,
     fake_encode_texts,
     ledger,
     public_corpus,
@@ -66,7 +68,7 @@ def _params() -> dict:
         "params:evaluation.utility": UtilityConfig(),
         "params:evaluation.heldout_texts": HeldoutTextsConfig(device="cpu"),
         "params:evaluation.membership": MembershipConfig(),
-        "params:evaluation.canary": CanaryConfig(n_samples=20),
+        "params:evaluation.privacy_audit": PrivacyAuditConfig(),  # the release run: no audit
         "params:evaluation.report": ReportConfig(n_gallery_albums=3, n_public_samples=4),
         "params:sampling": SamplingConfig(show_progress=False),
         "params:captioning.summariser": SummariserConfig(),
@@ -87,15 +89,16 @@ def _catalog(plot: bytes | None = None) -> DataCatalog:
         "public_corpus": public_corpus(), "private_albums": w["private_albums"],
         "heldout_albums": w["heldout_albums"], "canary_albums": w["canary_albums"],
         "ground_truth": w["ground_truth"],
-        # an audit run: the canaries' texts are among the training texts
-        "album_texts": pd.concat([w["album_texts"], w["canary_texts"]], ignore_index=True),
+        "album_texts": w["album_texts"], "public_album_texts": w["heldout_album_texts"],
         "curated_texts": curated_texts(albums), "synthetic_albums": albums,
         "summary_lm": tiny_lm(tokenizer, 0), "caption_lm": tiny_lm(tokenizer, 1),
         "lm_tokenizer": tokenizer, "captioner_model": _captioner(),
-        "privacy_ledger": ledger(), "privacy_utility_plot": plot, **_params(),
+        "privacy_ledger": ledger(), "privacy_utility_plot": plot, "params:privacy": {},
+        "params:dp_training": {}, **_params(),
     }
     datasets = {name: MemoryDataset(value, copy_mode="assign") for name, value in inputs.items()}
-    for name in ("evaluation_network", "heldout_album_texts", "evaluation_metrics",
+    for name in ("evaluation_network", "heldout_album_texts", "evaluation_metrics", "audit_lms",
+                 "audit_canaries", "audit_training_texts",
                  "evaluation_mlflow_metrics", "evaluation_run_tags", "evaluation_report",
                  *[output for output, _, _ in SECTIONS]):
         datasets[name] = KeptDataset(copy_mode="assign")
@@ -122,8 +125,11 @@ def test_pipeline_measures_every_section_or_says_why():
     names = {output.removesuffix("_section") for output, _, _ in SECTIONS}
     measured = set(doc["released"]) | set(doc["internal"])
     assert measured | set(doc["absent"]) == names
-    assert measured == names, doc["absent"]  # the tiny world has everything
-    assert doc["internal"]["canary_audit"]["n_samples"] == 20
+    # the tiny world has everything; the insertion audit runs only in a dedicated audit run
+    assert set(doc["absent"]) == {"privacy_audit"}, doc["absent"]
+    assert "not an audit run" in doc["absent"]["privacy_audit"]
+    assert doc["skipped"] == {"sections": 1, "missing_inputs": {}}
+    assert catalog_audit_outputs_empty(_run())
     assert doc["privacy"] == {"epsilon": 8.0, "delta": 1e-5, "unit": "album",
                               "budget_epsilon": 10.0}
     assert doc["released"]["evaluation_network"]["scene_accuracy"] > 0.9
@@ -182,12 +188,32 @@ def test_released_report_drops_internal_metrics():
     assert "caption_agreement" in released and "No privacy-utility plot" in released
 
 
-def test_absent_inputs_are_reported_not_crashed():
-    """No canary among the training texts: the canary section says so, metrics.json keeps it."""
-    w, tokenizer = world(), word_tokenizer()
-    section = nodes.canary_audit_node(tiny_lm(tokenizer, 0), tiny_lm(tokenizer, 1), tokenizer,
-                                      w["album_texts"], w["canary_albums"], w["ground_truth"],
-                                      SamplingConfig(show_progress=False), CanaryConfig())
-    doc, metrics, _ = nodes.collect_metrics_node(ledger(), section)
-    assert "not an audit run" in doc["absent"]["canary_audit"]
-    assert not any(k.startswith("canary_audit") for k in metrics)
+def catalog_audit_outputs_empty(catalog: DataCatalog) -> bool:
+    """The release run plants nothing and trains no audit model."""
+    return (catalog.load("audit_lms") == {} and catalog.load("audit_canaries").empty
+            and catalog.load("audit_training_texts").empty)
+
+
+def test_without_ground_truth_the_sections_needing_it_say_not_available(caplog):
+    """Real (non-demo) data has no ground truth: those sections are skipped, logged, counted."""
+    w, net = world(), evaluation_network()
+    albums = synthetic_albums()
+    with caplog.at_level("WARNING"):
+        attributes = nodes.attribute_fidelity_node(curated_texts(albums), albums, None, net)
+        utility = nodes.utility_node(albums, w["private_albums"], w["heldout_albums"],
+                                     pd.DataFrame(), net, UtilityConfig())
+    assert "skipped: no ground truth" in caplog.text
+    doc, metrics, _ = nodes.collect_metrics_node(ledger(), attributes, utility)
+    assert set(doc["absent"]) == {"attribute_fidelity", "utility"}
+    assert all(r.startswith("not available: no ground_truth") for r in doc["absent"].values())
+    assert doc["skipped"] == {"sections": 2, "missing_inputs": {"ground_truth": 2}}
+    assert metrics["skipped.missing_ground_truth"]["value"] == 2
+    html = nodes.build_report_node(doc, ledger(), albums, public_corpus(), None, ReportConfig())
+    assert "Not measured in this run" in html and "not available: no ground_truth" in html
+
+
+def test_ground_truth_file_is_optional(tmp_path):
+    dataset = OptionalParquetDataset(filepath=str(tmp_path / "ground_truth.parquet"))
+    assert dataset.load() is None
+    dataset.save(pd.DataFrame({"album_id": ["album_0001"], "split": ["train"]}))
+    assert list(dataset.load()["album_id"]) == ["album_0001"]

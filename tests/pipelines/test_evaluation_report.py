@@ -64,7 +64,7 @@ def _document() -> dict:
                        metrics={"local_fd": 12.5, "kid": 0.01, "precision": 0.7, "recall": 0.6}),
         report.section("caption_agreement", internal=False,
                        metrics={"scene_agreement": 0.9, "protagonist_agreement": float("nan")}),
-        report.section("canary_audit", internal=True, absent="not an audit run"),
+        report.section("privacy_audit", internal=True, absent="not an audit run"),
     ]
     return report.assemble_metrics(ledger(), sections)
 

@@ -38,15 +38,16 @@ def test_epsilon_parsing_and_order():
 
 
 def test_runtime_params_override_privacy_epsilon_in_the_real_config():
-    params = sweep.runtime_params(1.0, {"evaluation.canary.n_samples": 10000})
+    params = sweep.runtime_params(1.0, {**sweep.AUDIT, "evaluation.privacy_audit.n_samples": 99})
     loader = OmegaConfigLoader(conf_source=str(ROOT / "conf"), base_env="base",
                                default_run_env="local", runtime_params=params,
                                config_patterns={"parameters": ["parameters*"]})
     merged = loader["parameters"]
     assert merged["privacy"]["epsilon"] == 1.0
     assert merged["privacy"]["delta"] == 1e-5  # the rest of the group is kept
-    assert merged["evaluation"]["canary"]["n_samples"] == 10000
-    assert merged["evaluation"]["canary"]["captions_per_album"] == 5
+    audit = merged["evaluation"]["privacy_audit"]
+    assert audit["enabled"] is True and audit["n_samples"] == 99
+    assert audit["captions_per_album"] == 5  # the rest of the group is kept
     assert sweep.default_epsilon(ROOT) == 10.0
 
 
@@ -58,7 +59,9 @@ def _document(eps: float, quality: float) -> dict:
                                                           "event_n_test": 60}),
         report.section("caption_agreement", internal=False,
                        metrics={"protagonist_agreement": quality}),
-        report.section("canary_audit", internal=True, absent="not an audit run")])
+        report.section("privacy_audit", internal=True,
+                       metrics={"caption_lm_canary_auc": quality, "n_samples": 10000,
+                                "heldout_canary_caption_hits": 0.0})])
 
 
 def test_table_and_plot(tmp_path):
@@ -70,8 +73,14 @@ def test_table_and_plot(tmp_path):
     assert math.isinf(table["ledger_epsilon"].iloc[-1]) and table["ledger_epsilon"].iloc[0] == 1
     path = tmp_path / "privacy_utility.png"
     plotted = sweep.plot_privacy_utility(table, path)
-    assert plotted == ["caption_agreement.protagonist_agreement", "image_fidelity.local_fd",
-                       "utility.event_accuracy_synthetic"]  # counts (n_real, event_n_test) left out
+    # counts (n_real, event_n_test, n_samples) and the held-out canary control left out
+    assert sorted(plotted) == ["caption_agreement.protagonist_agreement", "image_fidelity.local_fd",
+                       "privacy_audit.caption_lm_canary_auc",
+                       "utility.event_accuracy_synthetic"]
+    key = sweep.key_metrics(table)
+    assert list(key.columns) == ["1", "4", "10", "∞ (non-private)"]
+    assert list(key.loc["privacy_audit.caption_lm_canary_auc"]) == [0.4, 0.6, 0.8, 0.9]
+    assert sweep.parse_args([]).no_audit is False
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table.to_csv(tmp_path / "privacy_utility.csv", index=False)
     assert "inf" in (tmp_path / "privacy_utility.csv").read_text()

@@ -52,7 +52,7 @@ def test_metrics_tags_and_artifacts_reach_the_run(tmp_path, mlflow_run):
     catalog = _catalog(tmp_path)
     doc = report.assemble_metrics(ledger(), [
         report.section("image_fidelity", internal=True, metrics={"local_fd": 3.5, "kid": 0.02}),
-        report.section("canary_audit", internal=True, absent="not an audit run")])
+        report.section("privacy_audit", internal=True, absent="not an audit run")])
     catalog.save("evaluation_metrics", doc)
     catalog.save("evaluation_mlflow_metrics", report.mlflow_metrics(doc))
     catalog.save("evaluation_run_tags", report.privacy_tags(ledger()))
@@ -67,7 +67,7 @@ def test_metrics_tags_and_artifacts_reach_the_run(tmp_path, mlflow_run):
     artifacts = {a.path for a in MlflowClient().list_artifacts(mlflow_run)}
     assert {"metrics.json", "report.html"} <= artifacts
     saved = json.loads((tmp_path / "data/08_reporting/metrics.json").read_text())
-    assert saved["absent"] == {"canary_audit": "not an audit run"}
+    assert saved["absent"] == {"privacy_audit": "not an audit run"}
     assert catalog.load("evaluation_metrics") == saved
 
 

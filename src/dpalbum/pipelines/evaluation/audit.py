@@ -7,8 +7,12 @@ from scikit-learn's ROC; an empirical ε lower bound follows from Clopper–Pear
 (TPR, FPR) (Jagielski et al. 2020): a DP model's bound must stay at or below the claimed ε, and a
 non-private control must show a clear signal, or the audit has no power.
 
-Canaries: albums planted in the training data in a dedicated audit run; we count how many of
-their captions the samplers regenerate verbatim in N samples.
+Membership on templated texts is bounded by how often non-members repeat members' texts
+verbatim (``verbatim_ceiling_auc``): on the demo world most held-out summaries are some training
+album's summary, so even a perfect memoriser scores them like members. The insertion audit
+(``privacy_audit``) therefore plants canary albums of random public words, unique by
+construction, in the training set of a dedicated audit run and attacks inserted vs held-out
+canaries; it also counts how many canary texts the samplers regenerate verbatim in N samples.
 """
 
 from __future__ import annotations
@@ -20,9 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dpalbum.albums.vocabulary import parse_caption
 from dpalbum.models.language_model import caption_rows, encode_rows, row_losses, summary_rows
-from dpalbum.pipelines.evaluation.metrics import UNPARSED, protagonist_of
 
 
 @torch.no_grad()
@@ -110,30 +112,83 @@ def _normalise(text: str) -> str:
     return " ".join(str(text).lower().split())
 
 
-def canary_exposure(sampled_captions: Sequence[str], canary_captions: Sequence[str],
-                    canary_protagonists: Sequence[str],
-                    control_protagonists: Sequence[str]) -> dict[str, float]:
-    """Verbatim canary regenerations and how often canary vs control protagonists appear.
+def verbatim_regenerations(sampled_texts: Sequence[str],
+                           secret_texts: Sequence[str]) -> dict[str, float]:
+    """How many sampled texts equal a secret (canary) text, up to case and spacing.
 
-    Protagonist rates are the share of samples naming one protagonist of the set, averaged over
-    the set. ``control_protagonists`` are protagonists no private album (canary or not) shows:
-    samples naming them come from public pre-training alone, the baseline for the canary rate.
+    ``hits``: sampled texts that are a secret; ``distinct``: secrets written at least once.
     """
-    sampled = [_normalise(c) for c in sampled_captions]
-    canaries = {_normalise(c) for c in canary_captions}
-    hits = [c for c in sampled if c in canaries]
-    protagonists = [protagonist_of(parse_caption(c)) for c in sampled]
-    n = max(len(sampled), 1)
-    canary_p, control_p = set(canary_protagonists), set(control_protagonists)
-    return {"n_samples": float(len(sampled)), "n_canary_captions": float(len(canaries)),
-            "canary_captions_regenerated": float(len(set(hits))),
-            "canary_caption_hits": float(len(hits)),
-            # per protagonist, so that sets of different sizes compare
-            "canary_protagonist_rate": (sum(p in canary_p for p in protagonists) / n
-                                        / max(len(canary_p), 1)),
-            "control_protagonist_rate": (sum(p in control_p for p in protagonists) / n
-                                         / max(len(control_p), 1)),
-            "unparsed_rate": sum(p == UNPARSED for p in protagonists) / n}
+    secrets = {_normalise(t) for t in secret_texts}
+    hits = [t for t in map(_normalise, sampled_texts) if t in secrets]
+    return {"hits": float(len(hits)), "distinct": float(len(set(hits)))}
+
+
+def verbatim_ceiling_auc(member_texts: Sequence[Sequence[str]],
+                         nonmember_texts: Sequence[Sequence[str]]) -> float:
+    """AUC of an oracle that knows every member text verbatim (the best text memorisation does).
+
+    Each album is scored by the share of its texts found verbatim among all member albums'
+    texts: members score 1; a non-member whose texts all repeat members' texts scores 1 too
+    and cannot be told apart. Templated texts from a small vocabulary repeat across albums, so
+    this ceiling is what a loss attack can approach on them, however well the LM memorises.
+    """
+    if not len(member_texts) or not len(nonmember_texts):
+        raise ValueError("verbatim_ceiling_auc needs members and non-members")
+    seen = {_normalise(t) for texts in member_texts for t in texts}
+    shares = np.array([np.mean([_normalise(t) in seen for t in texts]) if len(texts) else 1.0
+                       for texts in nonmember_texts], dtype=float)
+    # members all score 1: a pair is won when the non-member scores < 1, tied when it scores 1
+    return float(np.mean(np.where(shares < 1.0, 1.0, 0.5)))
+
+
+def album_text_units(album_texts: pd.DataFrame, role: str) -> list[list[str]]:
+    """Per album, the texts an LM of ``role`` is trained on: its summary, or (summary, caption)
+    pairs (the caption LM learns captions conditioned on the summary)."""
+    if role == "summary":
+        return [[str(s)] for s in album_texts["summary"]]
+    return [[f"{s} || {c}" for c in captions]
+            for s, captions in zip(album_texts["summary"], album_texts["captions"])]
+
+
+def canary_words(public_captions: Sequence[str]) -> list[str]:
+    """The canary alphabet: distinct words of PUBLIC captions (no private text is read)."""
+    words = sorted({w for caption in public_captions for w in _normalise(caption).split()
+                    if w.isalpha()})
+    if len(words) < 2:
+        raise ValueError(f"canaries need 2+ distinct words in the public captions, got {words}")
+    return words
+
+
+def canary_album_texts(words: Sequence[str], n_albums: int, captions_per_album: int,
+                       words_per_text: int, seed: int,
+                       distinct_captions: int | None = None) -> pd.DataFrame:
+    """Canary albums whose summary and captions are random strings of public words.
+
+    Each text draws ``words_per_text`` words uniformly (with replacement), so it carries
+    words_per_text·log2(len(words)) bits: unique with overwhelming probability and far from the
+    templated private texts, so what an LM knows about one came from training on it (Carlini et
+    al. 2019; the insertion audit of Jagielski et al. 2020). ``distinct_captions`` (default: all)
+    secret captions are cycled over the album's ``captions_per_album`` photos: an album's loss is
+    the mean over its rows, so one secret repeated carries the album's whole weight in the
+    gradient, the strongest canary one album can be. Columns as album_texts, ids
+    ``canary_text_0001``...
+    """
+    rng = np.random.default_rng(seed)
+    vocab = np.asarray(words)
+    k = captions_per_album if distinct_captions is None else distinct_captions
+    if not 1 <= k <= captions_per_album:
+        raise ValueError(f"distinct_captions must be in [1, {captions_per_album}], got {k}")
+
+    def text() -> str:
+        return " ".join(rng.choice(vocab, size=words_per_text))
+
+    summaries, captions = [], []
+    for _ in range(n_albums):
+        summaries.append(text())
+        secrets = [text() for _ in range(k)]
+        captions.append([secrets[j % k] for j in range(captions_per_album)])
+    return pd.DataFrame({"album_id": [f"canary_text_{i + 1:04d}" for i in range(n_albums)],
+                         "summary": summaries, "captions": captions})
 
 
 def n_albums_for(n_samples: int, captions_per_album: int) -> int:

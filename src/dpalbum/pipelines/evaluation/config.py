@@ -6,7 +6,10 @@ typo in a key fails before any model is loaded.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from dpalbum.models.text_encoder import EMBEDDED
 
@@ -26,6 +29,28 @@ class ImageFidelityConfig:
         if self.image_features not in ("local", "inception"):
             raise ValueError(f"image_features must be 'local' or 'inception', got "
                              f"{self.image_features!r}")
+        if self.image_features == "inception":
+            check_inception_available(self.inception_weights_path)
+
+
+def check_inception_available(weights_path: str | None) -> None:
+    """Fail before the run (Kedro validates parameters first) when standard FID cannot run.
+
+    Standard FID needs the FID Inception-v3 weights on local disk (no hub access here) and the
+    torch-fidelity package, which torchmetrics uses to build that network.
+    """
+    where = "parameters_evaluation.yml (evaluation.image_fidelity)"
+    if not weights_path or not Path(weights_path).is_file():
+        raise ValueError(
+            f"{where}: image_features: inception needs the FID Inception weights "
+            f"(pt_inception-2015-12-05-6726825d.pth) on local disk, but inception_weights_path="
+            f"{weights_path!r} is not a file. Download them where you have internet and set "
+            "inception_weights_path to the file, or use image_features: local")
+    if importlib.util.find_spec("torch_fidelity") is None:
+        raise ValueError(
+            f"{where}: image_features: inception needs the torch-fidelity package (torchmetrics "
+            "builds the FID Inception network with it): pip install torch-fidelity, or use "
+            "image_features: local")
 
 
 @dataclass
@@ -61,12 +86,43 @@ class MembershipConfig:
 
 
 @dataclass
-class CanaryConfig:
-    """Canary regeneration: how many captions the audit samples from the LMs."""
+class PrivacyAuditConfig:
+    """The insertion audit (INTERNAL): canary albums planted in a dedicated audit run.
 
-    n_samples: int = 200  # 10000 in the dedicated audit run
+    With ``enabled`` the evaluation re-trains both LMs exactly like dp_training (same plan rules,
+    DP-SGD, LoRA), on the private album texts plus ``n_inserted_canaries`` canary albums, keeps
+    those models in memory only (never released), and attacks inserted vs held-out canaries.
+    ``training`` overrides ``params:dp_training`` for the audit LMs only (e.g. a memorising
+    control: ``{caption_lm: {dp: {epochs: 60}}}``); the audit plans and charges its own ledger.
+    """
+
+    enabled: bool = False
+    n_inserted_canaries: int = 50  # planted in the audit run's training set
+    n_heldout_canaries: int = 100  # drawn alike, never trained on: the attack's negatives
+    captions_per_canary: int = 4
+    distinct_captions: int = 1  # secret captions per canary album, cycled over its photos
+    words_per_text: int = 8  # random public words per canary summary / caption
+    n_samples: int = 10000  # captions sampled from the audit LMs for the verbatim count
     captions_per_album: int = 5
-    seed: int = 1
+    max_length: int = 64  # tokens per scored row; keep equal to dp_training's
+    batch_size: int = 64
+    training: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0  # canary texts and their inserted / held-out split
+    sampling_seed: int = 1  # not the release's sampling seed: fresh samples
+
+    def __post_init__(self) -> None:
+        small = {k: v for k, v in (("n_inserted_canaries", self.n_inserted_canaries),
+                                   ("n_heldout_canaries", self.n_heldout_canaries),
+                                   ("captions_per_canary", self.captions_per_canary),
+                                   ("distinct_captions", self.distinct_captions),
+                                   ("words_per_text", self.words_per_text),
+                                   ("captions_per_album", self.captions_per_album)) if v < 1}
+        if self.enabled and min(self.n_inserted_canaries, self.n_heldout_canaries) < 2:
+            small |= {"n_inserted_canaries / n_heldout_canaries": "need 2+ each"}
+        if self.distinct_captions > self.captions_per_canary:
+            small |= {"distinct_captions": "must be <= captions_per_canary"}
+        if small or self.n_samples < 0:
+            raise ValueError(f"evaluation.privacy_audit: invalid {small or self.n_samples}")
 
 
 @dataclass

@@ -4,6 +4,8 @@
   go through the catalog like kedro-mlflow's metrics, not through ``mlflow`` calls in nodes.
 - ``OptionalFileDataset``: a file's bytes, or ``None`` when it does not exist yet (the
   privacy-utility plot that only the ε sweep writes).
+- ``OptionalParquetDataset``: a parquet table, or ``None`` when the file does not exist (the
+  ground truth, which only the demo world writes: real albums have none).
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
+from kedro_datasets.pandas import ParquetDataset
 
 logger = logging.getLogger(__name__)
 
@@ -94,3 +98,18 @@ class OptionalFileDataset(AbstractDataset[bytes, bytes | None]):
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath)}
+
+
+class OptionalParquetDataset(ParquetDataset):
+    """kedro-datasets' ParquetDataset whose load gives ``None`` when the file does not exist.
+
+    Nodes that need the table check for ``None`` and report their metric as not available
+    instead of crashing a run on real data (which has no ground truth).
+    """
+
+    def load(self) -> pd.DataFrame | None:
+        if not self._exists():
+            logger.warning("%s does not exist: loading None (real data has no ground truth; "
+                           "metrics that need it are skipped)", self._filepath)
+            return None
+        return super().load()

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from dpalbum.albums.model import AlbumSet
-from dpalbum.albums.vocabulary import PROTAGONISTS, parse_caption
+from dpalbum.albums.vocabulary import parse_caption
 from dpalbum.models.evaluation_network import (
     EvaluationNetwork,
     EvaluationNetworkConfig,
@@ -24,13 +23,11 @@ from dpalbum.models.evaluation_network import (
     to_uint8_batch,
     train_evaluation_network,
 )
-from dpalbum.models.sampler import AlbumSizePrior, SamplingConfig, sample_album_texts
 from dpalbum.models.summariser import SummariserConfig
 from dpalbum.models.text_encoder import encode_texts
 from dpalbum.pipelines.captioning.nodes import describe_albums
 from dpalbum.pipelines.evaluation import audit, metrics, report
 from dpalbum.pipelines.evaluation.config import (
-    CanaryConfig,
     HeldoutTextsConfig,
     ImageFidelityConfig,
     MembershipConfig,
@@ -96,6 +93,18 @@ def _truth_photo_attrs(ground_truth: pd.DataFrame, split: str) -> list[dict[str,
     rows = ground_truth[ground_truth["split"] == split]
     return [{"scene": r.scene, "colour": r.colour, "shape": r.shape,
              "objects": str(r.objects).split()} for r in rows.itertuples()]
+
+
+def _no_ground_truth(ground_truth: pd.DataFrame | None) -> bool:
+    return ground_truth is None or ground_truth.empty
+
+
+def _ground_truth_absent(name: str) -> dict[str, Any]:
+    """The section of a metric that needs the demo world's ground truth, on data without one."""
+    logger.warning("%s skipped: no ground truth (real data has none; only the demo world "
+                   "writes data/01_raw/ground_truth.parquet)", name)
+    return report.missing_input(name, "ground_truth",
+                                "only the demo world has per-photo ground-truth labels")
 
 
 def _captions(texts: pd.DataFrame) -> list[str]:
@@ -222,9 +231,11 @@ def caption_agreement_node(synthetic_albums: AlbumSet,
 
 
 def attribute_fidelity_node(curated_texts: pd.DataFrame, synthetic_albums: AlbumSet,
-                            ground_truth: pd.DataFrame,
+                            ground_truth: pd.DataFrame | None,
                             evaluation_network: EvaluationNetwork) -> dict[str, Any]:
     """TV distance of scene/protagonist/object labels: synthetic texts and photos vs private."""
+    if _no_ground_truth(ground_truth):
+        return _ground_truth_absent("attribute_fidelity")
     private = _truth_photo_attrs(ground_truth, "train")
     if not private:
         return report.section("attribute_fidelity", internal=True,
@@ -255,10 +266,13 @@ def attribute_fidelity_node(curated_texts: pd.DataFrame, synthetic_albums: Album
 # ---- utility: train on synthetic, test on held-out real -----------------------------------------
 
 def utility_node(synthetic_albums: AlbumSet, private_albums: AlbumSet, heldout_albums: AlbumSet,
-                 ground_truth: pd.DataFrame, evaluation_network: EvaluationNetwork,
+                 ground_truth: pd.DataFrame | None, evaluation_network: EvaluationNetwork,
                  utility: UtilityConfig) -> dict[str, Any]:
     """TSTR: album-theme/protagonist classifiers on synthetic vs real training albums, tested on
     held-out private albums (hyper-parameters chosen by CV on the training side only)."""
+    if _no_ground_truth(ground_truth):
+        return _ground_truth_absent("utility")
+
     def album_features(albums: AlbumSet) -> tuple[np.ndarray, list[str]]:
         images, ids, _ = _photos(albums)
         return _album_means(evaluation_network.embed(images), ids)
@@ -326,37 +340,11 @@ def membership_inference_node(summary_lm: Any, caption_lm: Any, lm_tokenizer: An
         losses = [audit.album_losses(model, lm_tokenizer, texts, kind, membership.max_length,
                                      membership.batch_size) for texts in (members, nonmembers)]
         found = audit.membership_inference(losses[0], losses[1], delta)
+        found["verbatim_ceiling_auc"] = audit.verbatim_ceiling_auc(
+            audit.album_text_units(members, kind), audit.album_text_units(nonmembers, kind))
         values |= {f"{role}_{k}": v for k, v in found.items()}
     return report.section("membership_inference", internal=True, metrics=values,
                           notes={"claimed_epsilon": privacy_ledger.get("epsilon")})
-
-
-def canary_audit_node(summary_lm: Any, caption_lm: Any, lm_tokenizer: Any,
-                      album_texts: pd.DataFrame, canary_albums: AlbumSet,
-                      ground_truth: pd.DataFrame, sampling: SamplingConfig,
-                      canary: CanaryConfig) -> dict[str, Any]:
-    """Sample N captions with the release's decoding; count verbatim canary regenerations."""
-    canary_ids = {a.album_id for a in canary_albums}
-    trained = album_texts[album_texts["album_id"].astype(str).isin(canary_ids)]
-    if trained.empty:
-        return report.section("canary_audit", internal=True, absent=(
-            f"no canary album among the training texts ({len(canary_ids)} canary albums read): "
-            "this is not an audit run (set demo_world.n_canary_albums > 0 and train on them)"))
-    config = replace(SamplingConfig.from_params(sampling),
-                     n_albums=audit.n_albums_for(canary.n_samples, canary.captions_per_album),
-                     photos_per_album=AlbumSizePrior(min=canary.captions_per_album,
-                                                     max=canary.captions_per_album),
-                     seed=canary.seed, show_progress=False)
-    sampled, _ = sample_album_texts(summary_lm, caption_lm, lm_tokenizer, config)
-    captions = [c for album in sampled for c in album.captions][:canary.n_samples]
-    seen = {f"{r.colour} {r.shape}" for r in ground_truth.itertuples()}
-    canary_protagonists = {f"{r.colour} {r.shape}" for r in ground_truth.itertuples()
-                           if r.split == "canary"}
-    control = [p.name for p in PROTAGONISTS if p.name not in seen]
-    values = audit.canary_exposure(captions, _captions(trained), sorted(canary_protagonists),
-                                   control)
-    return report.section("canary_audit", internal=True, metrics=values,
-                          notes={"n_canary_albums_trained": len(trained)})
 
 
 # ---- metrics out, report out --------------------------------------------------------------------

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from kedro.pipeline import Node, Pipeline
 
-from dpalbum.pipelines.evaluation import nodes
+from dpalbum.pipelines.evaluation import nodes, privacy_audit
 
 P = "params:evaluation"
 
@@ -35,9 +35,9 @@ SECTIONS: list[tuple[str, Callable[..., dict], list[str]]] = [
     ("membership_inference_section", nodes.membership_inference_node,
      ["summary_lm", "caption_lm", "lm_tokenizer", "album_texts", "heldout_album_texts",
       "privacy_ledger", f"{P}.membership"]),
-    ("canary_audit_section", nodes.canary_audit_node,
-     ["summary_lm", "caption_lm", "lm_tokenizer", "album_texts", "canary_albums",
-      "ground_truth", "params:sampling", f"{P}.canary"]),
+    ("privacy_audit_section", privacy_audit.privacy_audit_node,
+     ["audit_lms", "audit_canaries", "album_texts", "heldout_album_texts", "lm_tokenizer",
+      "params:sampling", f"{P}.privacy_audit"]),
 ]
 
 
@@ -52,6 +52,16 @@ def create_pipeline(**kwargs) -> Pipeline:
                  inputs=["heldout_albums", "captioner_model", "privacy_ledger",
                          f"{P}.heldout_texts", "params:captioning.summariser"],
                  outputs="heldout_album_texts", name="caption_heldout_albums_node"),
+            # the insertion audit (off unless evaluation.privacy_audit.enabled): canaries join
+            # a copy of the private texts, audit LMs are trained in memory, never released
+            Node(privacy_audit.plant_canaries_node,
+                 inputs=["album_texts", "public_corpus", f"{P}.privacy_audit"],
+                 outputs=["audit_canaries", "audit_training_texts"],
+                 name="plant_canaries_node"),
+            Node(privacy_audit.train_audit_lms_node,
+                 inputs=["audit_training_texts", "public_album_texts", "lm_tokenizer",
+                         "params:privacy", "params:dp_training", f"{P}.privacy_audit"],
+                 outputs="audit_lms", name="train_audit_lms_node"),
             *[Node(func, inputs=inputs, outputs=output, name=func.__name__)
               for output, func, inputs in SECTIONS],
             Node(nodes.collect_metrics_node,

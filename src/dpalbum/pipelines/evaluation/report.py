@@ -13,6 +13,7 @@ import base64
 import html
 import io
 import math
+from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
 
@@ -84,18 +85,33 @@ EXPLANATIONS: dict[str, str] = {
     "mean_loss_members": "mean per-album LM loss of training albums",
     "mean_loss_nonmembers": "mean per-album LM loss of held-out albums",
     "fpr_resolution": "smallest non-zero FPR the number of non-members allows",
-    "unparsed_rate": "share of sampled captions naming no protagonist",
     "auc": "membership-inference ROC AUC, members vs held-out albums, from per-album LM loss "
            "(0.5 = no signal)",
     "tpr_at_1pct_fpr": "share of members the loss attack finds at 1% false-positive rate (at "
                        "FPR 0 below 100 non-members)",
     "epsilon_lower_bound": "ε the attack certifies (Clopper-Pearson, 95%); must stay ≤ the "
                            "claimed ε",
-    "canary_captions_regenerated": "distinct canary captions the samplers wrote verbatim",
-    "canary_caption_hits": "sampled captions equal to a canary caption",
-    "canary_protagonist_rate": "share of samples naming a canary protagonist (per protagonist)",
-    "control_protagonist_rate": "same for protagonists no private album shows (public-prior "
-                                "baseline)",
+    "verbatim_ceiling_auc": "AUC of an oracle knowing every training text verbatim: non-members "
+                            "repeating members' texts cap what any loss attack can find",
+    "ref_auc": "AUC of the reference-calibrated attack (LM loss minus the public pre-trained "
+               "LM's loss; 0.5 = no signal)",
+    "ref_tpr_at_1pct_fpr": "TPR at 1% FPR of the reference-calibrated attack",
+    "ref_epsilon_lower_bound": "ε the reference-calibrated attack certifies (95%)",
+    "canary_auc": "membership AUC of the loss attack, inserted vs held-out canary albums (0.5 = "
+                  "no signal; ≥ 0.8 expected without DP)",
+    "canary_tpr_at_1pct_fpr": "share of inserted canaries the loss attack finds at 1% FPR",
+    "canary_epsilon_lower_bound": "ε the canary attack certifies (95%); must stay ≤ the "
+                                  "audit LM's ε",
+    "member_auc": "membership AUC of the loss attack on the audit LM, training vs held-out "
+                  "albums",
+    "member_tpr_at_1pct_fpr": "share of training albums found at 1% FPR (audit LM)",
+    "canary_captions_regenerated": "distinct inserted canary captions sampled verbatim",
+    "canary_caption_hits": "sampled captions equal to an inserted canary caption",
+    "canary_summaries_regenerated": "distinct inserted canary summaries sampled verbatim",
+    "heldout_canary_captions_regenerated": "the same for held-out canaries, never trained on "
+                                           "(chance level: expect 0)",
+    "heldout_canary_caption_hits": "sampled captions equal to a held-out canary caption",
+    "heldout_canary_summaries_regenerated": "held-out canary summaries sampled verbatim",
 }
 
 # Prefixes that qualify a metric's base explanation (attribute fidelity, counts).
@@ -118,7 +134,7 @@ SECTION_TITLES: dict[str, str] = {
     "attribute_fidelity": "Attribute fidelity (demo world)",
     "utility": "Utility: train on synthetic, test on real",
     "membership_inference": "Privacy audit: membership inference",
-    "canary_audit": "Privacy audit: canaries",
+    "privacy_audit": "Privacy audit: canaries planted in an audit run",
 }
 
 
@@ -130,6 +146,12 @@ def section(name: str, internal: bool, metrics: dict[str, float] | None = None,
     return {"name": name, "internal": internal,
             "metrics": {k: float(v) for k, v in (metrics or {}).items()},
             "absent": absent, "notes": notes or {}}
+
+
+def missing_input(name: str, input_name: str, why: str) -> dict[str, Any]:
+    """The section of a metric whose input does not exist in this run (say so, count it)."""
+    return section(name, internal=True, absent=f"not available: no {input_name} ({why})",
+                   notes={"missing_input": input_name})
 
 
 def _json_number(value: float) -> float | str | None:
@@ -159,6 +181,9 @@ def assemble_metrics(privacy_ledger: dict[str, Any],
             doc[part][s["name"]] = {k: _json_number(v) for k, v in s["metrics"].items()}
         if s["notes"]:
             doc["notes"][s["name"]] = s["notes"]
+    missing = [s["notes"].get("missing_input") for s in sections if s["absent"] is not None]
+    doc["skipped"] = {"sections": len(doc["absent"]),
+                      "missing_inputs": dict(Counter(m for m in missing if m))}
     return doc
 
 
@@ -170,6 +195,11 @@ def mlflow_metrics(document: dict[str, Any]) -> dict[str, dict[str, float]]:
             for key, value in values.items():
                 if isinstance(value, int | float) and math.isfinite(value):
                     out[f"{name}.{key}"] = {"value": float(value), "step": 0}
+    skipped = document.get("skipped", {})
+    if skipped:
+        out["skipped.sections"] = {"value": float(skipped["sections"]), "step": 0}
+        for name, count in skipped["missing_inputs"].items():
+            out[f"skipped.missing_{name}"] = {"value": float(count), "step": 0}
     epsilon = _epsilon(document["privacy"])
     if math.isfinite(epsilon):
         out["privacy.epsilon"] = {"value": epsilon, "step": 0}
