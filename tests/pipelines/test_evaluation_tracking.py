@@ -104,3 +104,14 @@ def test_catalog_names_match_the_pipeline():
                  "evaluation_mlflow_metrics", "evaluation_run_tags", "evaluation_report"}
     assert persisted <= outputs and persisted <= set(config)
     assert "privacy_utility_plot" in create_pipeline().inputs() and "privacy_utility_plot" in config
+
+
+def test_sweep_closes_the_open_run_so_the_next_epsilon_gets_its_own(experiment_id):
+    """scripts/epsilon_sweep.py: a run left open by a session is ended and its id kept."""
+    from tests.pipelines.test_evaluation_sweep import sweep
+
+    first = mlflow.start_run(experiment_id=experiment_id).info.run_id
+    assert sweep._close_mlflow_run() == first and mlflow.active_run() is None
+    assert sweep._close_mlflow_run() == first  # none open: the last run logged
+    second = mlflow.start_run(experiment_id=experiment_id).info.run_id
+    assert second != first and sweep._close_mlflow_run() == second

@@ -92,8 +92,9 @@ class PrivacyAuditConfig:
     With ``enabled`` the evaluation re-trains both LMs exactly like dp_training (same plan rules,
     DP-SGD, LoRA), on the private album texts plus ``n_inserted_canaries`` canary albums, keeps
     those models in memory only (never released), and attacks inserted vs held-out canaries.
-    ``training`` overrides ``params:dp_training`` for the audit LMs only (e.g. a memorising
-    control: ``{caption_lm: {dp: {epochs: 60}}}``); the audit plans and charges its own ledger.
+    ``training`` overrides ``params:dp_training`` for the audit LMs only (the shipped
+    parameters use a smaller expected batch, where one album leaves a stronger trace); the audit
+    plans and charges its own ledger, so the audit LMs carry the run's ε whatever the override.
     """
 
     enabled: bool = False
