@@ -54,7 +54,8 @@ def project(tmp_path_factory):
 
 
 def test_text_path_writes_a_verified_ledger(project):
-    ledger_path = project / "data/08_reporting/privacy_ledger.json"
+    # the text path's ledger (the rendering pipeline releases privacy_ledger.json from it)
+    ledger_path = project / "data/08_reporting/text_privacy_ledger.json"
     check = subprocess.run([sys.executable, str(VERIFY), str(ledger_path)], capture_output=True,
                            text=True)
     assert check.returncode == 0, check.stdout

@@ -92,11 +92,13 @@ class MlflowReleaseHook:
 
         if mlflow.active_run() is None or self._catalog is None:
             return
-        if dataset_name == "privacy_ledger":
+        # text_privacy_ledger: what a text-path run releases; privacy_ledger (rendering, later in
+        # a full run) supersedes its tags with the whole run's ledger
+        if dataset_name in ("text_privacy_ledger", "privacy_ledger"):
             from dpalbum.privacy import ledger_tags
 
             mlflow.set_tags(ledger_tags(data))
-            mlflow.log_dict(data, "privacy/privacy_ledger.json")
+            mlflow.log_dict(data, f"privacy/{dataset_name}.json")
             return
         from dpalbum.models.io import ModelFolderDataset
 

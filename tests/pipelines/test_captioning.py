@@ -51,6 +51,7 @@ def run(tmp_path_factory):
         "private_album_index": MemoryDataset([a.album_id for a in albums.albums]),
         "params:privacy": MemoryDataset(_shipped("privacy")),
         "params:dp_training": MemoryDataset(_tiny_dp_training()),
+        "params:rendering": MemoryDataset({"seed": 0}),  # renderer DP fine-tune off
         "ground_truth": MemoryDataset(truth),
         "captioner_model": ModelFolderDataset(
             str(folder / "captioner"), loader="dpalbum.models.captioner.load_captioner"),

@@ -107,6 +107,7 @@ def run_text_path(public_corpus, album_texts, dp, privacy):
         else MemoryDataset(album_texts),
         "private_album_index": MemoryDataset(index),
         "params:dp_training": MemoryDataset(dp), "params:privacy": MemoryDataset(privacy),
+        "params:rendering": MemoryDataset({"seed": 7}),  # renderer DP fine-tune off: not planned
     })
     SequentialRunner().run(create_pipeline(), catalog)
     return catalog
@@ -120,7 +121,7 @@ def trained(public_corpus):
 
 def test_ledger_is_spent_within_budget_and_verifies(trained, tmp_path):
     catalog, _, privacy = trained
-    ledger = catalog.load("privacy_ledger")
+    ledger = catalog.load("text_privacy_ledger")
     assert ledger["unit"] == "album" and ledger["status"] == "spent"
     assert [m["name"] for m in ledger["mechanisms"]] == ["semantic_query", "summary_lm",
                                                          "caption_lm"]

@@ -5,22 +5,30 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from kedro.config import OmegaConfigLoader
-from kedro.io import DataCatalog, MemoryDataset
+from kedro.io import AbstractDataset, DataCatalog, MemoryDataset
+from kedro.pipeline import Node, Pipeline
 from kedro.runner import SequentialRunner
+from kedro_datasets.pandas import ParquetDataset
 from kedro_datasets.text import TextDataset
 from PIL import Image
 
+from dpalbum import privacy
 from dpalbum.albums.dataset import AlbumFolderDataset
 from dpalbum.albums.model import Album, AlbumSet, Photo
+from dpalbum.pipelines.dp_training.nodes import mechanism_specs, plan_privacy_budget_node
 from dpalbum.pipelines.rendering import create_pipeline
 from dpalbum.pipelines.rendering.data_card import build_data_card, privacy_summary
+from dpalbum.pipelines.rendering.datasets import DeferredDataset
 from dpalbum.pipelines.rendering.nodes import (
     RenderingParams,
     dp_finetune_renderer_node,
@@ -30,6 +38,7 @@ from dpalbum.pipelines.rendering.nodes import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
+VERIFY = ROOT.parent / "shared" / "tools" / "verify_ledger.py"
 LEDGER = {
     "unit": "album", "delta": 1e-5, "epsilon": 7.25, "budget_epsilon": 10.0,
     "mechanisms": [
@@ -189,7 +198,7 @@ def test_dp_finetune_is_planned_charged_and_changes_the_renderer():
     assert 0 < float(ledger["epsilon"]) <= 10.0 and len(history) == 2
     assert any(not torch.equal(before[k], v) for k, v in tuned.unet.state_dict().items())
     assert tuned.training_report["dp_finetune"]["steps"] == 2
-    with pytest.raises(KeyError, match="renderer"):  # not on the plan: refused before training
+    with pytest.raises(privacy.LedgerError, match="no 'renderer'"):  # not on the plan: refused
         dp_finetune_renderer_node(renderer, albums, texts, LEDGER, on, privacy_params)
 
 
@@ -203,25 +212,57 @@ class KeptMemoryDataset(MemoryDataset):
         pass
 
 
-def _catalog(public_corpus, curated_texts, **outputs) -> DataCatalog:
+class TripwireDataset(AbstractDataset):
+    """Stands in for a private dataset: every load is counted, then refused."""
+
+    def __init__(self) -> None:
+        self.loads = 0
+
+    def load(self) -> Any:
+        self.loads += 1
+        raise AssertionError("private data was read")
+
+    def save(self, data: Any) -> None:
+        raise NotImplementedError
+
+    def _describe(self) -> dict[str, Any]:
+        return {"loads": self.loads}
+
+
+def _catalog(public_corpus, curated_texts, rendering=None, text_ledger=None,
+             private_albums=None, album_texts=None, privacy_params=None,
+             **outputs) -> DataCatalog:
     datasets = {
         "public_corpus": MemoryDataset(public_corpus),
         "public_selection": MemoryDataset(pd.DataFrame({"image_id": ["public_000", "public_001",
                                                                      "public_002"]})),
         "curated_texts": MemoryDataset(curated_texts),
-        "privacy_ledger": MemoryDataset(LEDGER),
-        "params:rendering": MemoryDataset(tiny_params(), copy_mode="assign"),
+        "text_privacy_ledger": MemoryDataset(LEDGER if text_ledger is None else text_ledger),
+        "private_albums_for_renderer": DeferredDataset(
+            TripwireDataset() if private_albums is None else private_albums),
+        "album_texts_for_renderer": DeferredDataset(
+            TripwireDataset() if album_texts is None else album_texts),
+        "params:rendering": MemoryDataset(rendering or tiny_params(), copy_mode="assign"),
+        "params:privacy": MemoryDataset(privacy_params or {}),
+        "public_renderer_model": MemoryDataset(copy_mode="assign"),
         "renderer_model": MemoryDataset(copy_mode="assign"),
         **outputs,
     }
     return DataCatalog(datasets=datasets)
 
 
-def test_pipeline_runs_with_the_sequential_runner(public_corpus, curated_texts):
+def test_pipeline_runs_with_the_sequential_runner_and_reads_nothing_private_when_off(
+        public_corpus, curated_texts):
     outputs = {name: KeptMemoryDataset() for name in
-               ("synthetic_albums", "synthetic_data_card", "rendering_report")}
-    catalog = _catalog(public_corpus, curated_texts, **outputs)
+               ("synthetic_albums", "synthetic_data_card", "rendering_report", "privacy_ledger",
+                "renderer_dp_history")}
+    albums_wire, texts_wire = TripwireDataset(), TripwireDataset()
+    catalog = _catalog(public_corpus, curated_texts, private_albums=albums_wire,
+                       album_texts=texts_wire, **outputs)
     SequentialRunner().run(create_pipeline(), catalog)
+    assert albums_wire.loads == 0 and texts_wire.loads == 0  # fine-tune off: no private read
+    assert outputs["privacy_ledger"].load() == LEDGER  # the text path's ledger, released as is
+    assert outputs["renderer_dp_history"].load() == []
     albums: AlbumSet = outputs["synthetic_albums"].load()
     assert len(albums) == 2 and albums.n_photos == 5
     assert albums.albums[0].photos[0].image.shape == (16, 16, 3)
@@ -246,3 +287,138 @@ def test_data_card_survives_the_album_folder_save_on_every_run(public_corpus, cu
         assert "ε = 7.25" in (root / "DATA_CARD.md").read_text()
         album_json = json.loads((root / "album_0001" / "album.json").read_text())
         assert album_json["privacy"]["unit"] == "album" and album_json["photos"][0] == "000.png"
+
+
+# ---------------------------------------------------------------- the renderer on the privacy plan
+
+
+def _shipped(name: str) -> dict:
+    import yaml
+
+    return yaml.safe_load((ROOT / f"conf/base/parameters_{name}.yml").read_text())[name]
+
+
+def _plan_inputs(n_albums: int = 8) -> tuple[list[str], dict, dict]:
+    """Album index, privacy and dp_training parameters as shipped, sized for a few albums."""
+    dp_training = _shipped("dp_training")
+    for role in ("summary_lm", "caption_lm"):
+        dp_training[role]["dp"]["expected_batch_albums"] = 4
+    privacy_params = {**_shipped("privacy"), "noise_seed": 0, "physical_batch_rows": 8}
+    return [f"album_{i}" for i in range(n_albums)], privacy_params, dp_training
+
+
+FINETUNE_ON = {"enabled": True, "expected_batch_albums": 4, "epochs": 1, "lr": 1e-2,
+               "noise_multiplier": "auto"}
+
+
+def test_the_plan_holds_the_renderer_only_when_its_fine_tune_is_on():
+    index, privacy_params, dp_training = _plan_inputs()
+    text_path = ["semantic_query", "summary_lm", "caption_lm"]
+    assert [s["name"] for s in mechanism_specs(dp_training)] == text_path
+    off = plan_privacy_budget_node(index, privacy_params, dp_training, {"seed": 0})
+    assert [m["name"] for m in off["mechanisms"]] == text_path
+    on = plan_privacy_budget_node(index, privacy_params, dp_training,
+                                  {"seed": 0, "dp_finetune": FINETUNE_ON})
+    renderer = on["mechanisms"][-1]
+    assert [m["name"] for m in on["mechanisms"]] == [*text_path, "renderer"]
+    assert renderer["status"] == "planned" and renderer["steps"] == 2  # 1 epoch at q = 4/8
+    assert renderer["sample_rate"] == 0.5 and renderer["noise_multiplier"] > 0
+    # the renderer's share comes out of the same budget: the text path gets more noise
+    sigma = {m["name"]: m["noise_multiplier"] for m in off["mechanisms"]}
+    assert all(m["noise_multiplier"] > sigma[m["name"]] for m in on["mechanisms"][:3])
+    assert float(on["epsilon"]) <= privacy_params["epsilon"]
+
+
+def test_over_budget_renderer_plan_is_refused_before_any_private_read():
+    from dpalbum.models.renderer import EmbeddedRenderer
+
+    index, privacy_params, dp_training = _plan_inputs()
+    greedy = tiny_params(dp_finetune={**FINETUNE_ON, "epochs": 40, "noise_multiplier": 0.3})
+    albums_wire, texts_wire = TripwireDataset(), TripwireDataset()
+    catalog = DataCatalog({
+        "private_album_index": MemoryDataset(index),
+        "params:privacy": MemoryDataset(privacy_params),
+        "params:dp_training": MemoryDataset(dp_training),
+        "params:rendering": MemoryDataset(greedy, copy_mode="assign"),
+        "public_renderer_model": MemoryDataset(EmbeddedRenderer.build(greedy.renderer),
+                                               copy_mode="assign"),
+        "private_albums_for_renderer": DeferredDataset(albums_wire),
+        "album_texts_for_renderer": DeferredDataset(texts_wire),
+    })
+    run = Pipeline([  # the planning node as captioning runs it first, then the fine-tune
+        Node(plan_privacy_budget_node, ["private_album_index", "params:privacy",
+                                        "params:dp_training", "params:rendering"],
+             "privacy_plan", name="plan_privacy_budget_node"),
+        Node(dp_finetune_renderer_node,
+             ["public_renderer_model", "private_albums_for_renderer", "album_texts_for_renderer",
+              "privacy_plan", "params:rendering", "params:privacy"],
+             ["renderer_model", "privacy_ledger", "renderer_dp_history"],
+             name="dp_finetune_renderer_node"),
+    ])
+    with pytest.raises(privacy.PrivacyBudgetExceeded, match="before reading any private data"):
+        SequentialRunner().run(run, catalog)
+    assert albums_wire.loads == 0 and texts_wire.loads == 0
+
+
+def _private_world(folder: Path, n_albums: int = 8) -> tuple[AlbumFolderDataset, ParquetDataset]:
+    """Tiny private albums on disk (folder dataset) and their captions (parquet)."""
+    rng = np.random.default_rng(0)
+    albums = AlbumSet([Album(f"album_{i}", [Photo(f"{j:03d}.png", rng.integers(
+        0, 255, (16, 16, 3), dtype=np.uint8)) for j in range(2)]) for i in range(n_albums)])
+    album_set = AlbumFolderDataset(str(folder / "albums"), image_size=16)
+    album_set.save(albums)
+    texts = ParquetDataset(filepath=str(folder / "album_texts.parquet"))
+    texts.save(pd.DataFrame({"album_id": [a.album_id for a in albums],
+                             "summary": ["an album of a red circle"] * n_albums,
+                             "captions": [["a red circle in the beach"] * 2] * n_albums}))
+    return album_set, texts
+
+
+def test_enabled_fine_tune_is_charged_to_the_released_ledger_which_verifies(
+        public_corpus, curated_texts, tmp_path):
+    index, privacy_params, dp_training = _plan_inputs()
+    rendering = tiny_params(dp_finetune=FINETUNE_ON)
+    text_ledger = plan_privacy_budget_node(index, privacy_params, dp_training, rendering)
+    albums, texts = _private_world(tmp_path)
+    outputs = {name: KeptMemoryDataset() for name in
+               ("synthetic_albums", "synthetic_data_card", "rendering_report", "privacy_ledger",
+                "renderer_dp_history")}
+    catalog = _catalog(public_corpus, curated_texts, rendering=rendering, text_ledger=text_ledger,
+                       private_albums=albums, album_texts=texts, privacy_params=privacy_params,
+                       **outputs)
+    SequentialRunner().run(create_pipeline(), catalog)
+
+    ledger = outputs["privacy_ledger"].load()
+    renderer = ledger["mechanisms"][-1]
+    assert renderer["name"] == "renderer" and renderer["status"] == "spent"
+    assert renderer["steps"] == 2 and renderer["sample_rate"] == 0.5
+    assert 0 < float(ledger["epsilon"]) <= 10.0 and len(outputs["renderer_dp_history"].load()) == 2
+    path = tmp_path / "privacy_ledger.json"
+    privacy.write_ledger(ledger, path)
+    check = subprocess.run([sys.executable, str(VERIFY), str(path)], capture_output=True,
+                           text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    report = outputs["rendering_report"].load()
+    assert report["privacy"]["mechanisms"][-1]["name"] == "renderer"
+    assert report["renderer"]["training"]["dp_finetune"]["steps"] == 2
+    assert "fine-tuned with DP-SGD on the PRIVATE photos" in outputs["synthetic_data_card"].load()
+    # the same ledger cannot pay for a second fine-tune: re-plan first
+    with pytest.raises(privacy.LedgerError, match="already ran"):
+        SequentialRunner().run(create_pipeline(), _catalog(
+            public_corpus, curated_texts, rendering=rendering, text_ledger=ledger,
+            private_albums=TripwireDataset(), privacy_params=privacy_params))
+
+
+def test_the_catalog_defers_the_private_inputs_and_one_node_releases_the_ledger():
+    from dpalbum.pipeline_registry import register_pipelines
+
+    loader = OmegaConfigLoader(str(ROOT / "conf"), base_env="base", default_run_env="base")
+    catalog = DataCatalog.from_config(loader["catalog"])
+    for name in ("private_albums_for_renderer", "album_texts_for_renderer"):
+        assert isinstance(catalog[name], DeferredDataset), name
+    default = register_pipelines()["__default__"]
+    (releaser,) = [n for n in default.nodes if "privacy_ledger" in n.outputs]
+    assert releaser.name == "dp_finetune_renderer_node"
+    assert "text_privacy_ledger" in releaser.inputs
+    readers = [n.name for n in default.nodes if "privacy_ledger" in n.inputs]
+    assert "render_albums_node" in readers and "collect_metrics_node" in readers

@@ -23,7 +23,8 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(  # first: composes the whole run's budget from public facts only (N albums)
                 plan_privacy_budget_node,
-                inputs=["private_album_index", "params:privacy", "params:dp_training"],
+                inputs=["private_album_index", "params:privacy", "params:dp_training",
+                        "params:rendering"],
                 outputs="privacy_plan",
                 name="plan_privacy_budget_node",
             ),

@@ -25,8 +25,13 @@ def _device(name: str) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
 
 
-def mechanism_specs(dp_training: dict[str, Any]) -> list[dict[str, Any]]:
-    """The private mechanisms of the text path, in run order, as ``plan_privacy`` specs."""
+def mechanism_specs(
+    dp_training: dict[str, Any], rendering: Any | None = None
+) -> list[dict[str, Any]]:
+    """Every private mechanism of the run, in run order, as ``plan_privacy`` specs: the text
+    path's, then the renderer's optional DP fine-tune (``params:rendering``) when it is on."""
+    from dpalbum.pipelines.rendering.nodes import renderer_mechanism_spec
+
     specs: list[dict[str, Any]] = []
     if dp_training["selection"]["mode"] == "semantic":
         k = int(dp_training["semantic_query"]["k"])
@@ -39,15 +44,19 @@ def mechanism_specs(dp_training: dict[str, Any]) -> list[dict[str, Any]]:
                       "expected_batch_albums": dp["expected_batch_albums"],
                       "epochs": dp["epochs"],
                       "noise_multiplier": dp.get("noise_multiplier", "auto")})
+    if rendering is not None:
+        specs += renderer_mechanism_spec(rendering)
     return specs
 
 
 def plan_privacy_budget_node(
-    private_album_index: list[str], privacy_params: dict[str, Any], dp_training: dict[str, Any]
+    private_album_index: list[str], privacy_params: dict[str, Any], dp_training: dict[str, Any],
+    rendering: Any | None = None,
 ) -> dict[str, Any]:
-    """Compose every planned mechanism before private data is read; refuse if over budget."""
+    """Compose every planned mechanism of the run (text path and, when on, the renderer's DP
+    fine-tune) before private data is read; refuse if over budget."""
     plan = privacy.plan_privacy(privacy_params, len(private_album_index),
-                                mechanism_specs(dp_training))
+                                mechanism_specs(dp_training, rendering))
     logger.info("privacy plan accepted:\n%s", privacy.describe(plan))
     return plan
 

@@ -12,7 +12,8 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline([
         # the same planning node as captioning's: running dp_training alone re-plans with the
         # current parameters (never a stale plan), and in the full run Kedro keeps one copy
-        Node(n.plan_privacy_budget_node, ["private_album_index", PRIV, P], "privacy_plan",
+        Node(n.plan_privacy_budget_node,
+             ["private_album_index", PRIV, P, "params:rendering"], "privacy_plan",
              name="plan_privacy_budget_node"),
         Node(n.public_caption_labels_node, ["public_corpus", P],
              ["semantic_labeller", "public_semantic_labels"], name="public_caption_labels_node"),
@@ -40,6 +41,8 @@ def create_pipeline(**kwargs) -> Pipeline:
              name="dp_finetune_caption_lm_node"),
         Node(n.finalise_ledger_node,
              ["ledger_after_caption_lm", "summary_lm_history", "caption_lm_history"],
-             ["privacy_ledger", "privacy_metrics", "dp_training_history"],
+             # the text path's ledger; rendering charges the renderer's optional DP fine-tune
+             # to it and releases the run's ledger as privacy_ledger
+             ["text_privacy_ledger", "privacy_metrics", "dp_training_history"],
              name="finalise_ledger_node"),
     ])

@@ -54,6 +54,11 @@ def build_data_card(report: dict[str, Any], n_albums: int, n_photos: int) -> str
         f"{training.get('private_data_used', 'not at all')}"
         if renderer["backend"] == "embedded" else training.get("note", "pretrained by its authors")
     )
+    finetune = training.get("dp_finetune")
+    if finetune:
+        trained_on += (f"; then fine-tuned with DP-SGD on the PRIVATE photos and their captions "
+                       f"(album-level clipping, {finetune.get('steps', '?')} steps: the "
+                       f"'renderer' mechanism on the ledger)")
     coherence = report["coherence"]
     size = report["image_size"]
     headline = (

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from dpalbum import privacy
 from dpalbum.albums.images import center_crop_resize, to_rgb
 from dpalbum.albums.model import Album, AlbumSet, Photo
 from dpalbum.models.renderer import (
@@ -29,6 +30,7 @@ from dpalbum.models.renderer import (
     train_embedded_renderer,
 )
 from dpalbum.pipelines.rendering.data_card import build_data_card, privacy_summary
+from dpalbum.pipelines.rendering.datasets import DeferredLoad
 
 logger = logging.getLogger(__name__)
 
@@ -141,36 +143,66 @@ def renderer_mechanism_spec(rendering: RenderingParams | dict[str, Any]) -> list
              "noise_multiplier": cfg["noise_multiplier"]}]
 
 
+def _planned_renderer(ledger: dict[str, Any]) -> dict[str, Any] | None:
+    """The renderer's mechanism on a ledger, or None when the plan does not hold it."""
+    return next((m for m in ledger.get("mechanisms", []) if m.get("name") == RENDERER_MECHANISM),
+                None)
+
+
+def _read(data: DeferredLoad | Any) -> Any:
+    """The contents of a deferred catalog input (read now), or the data itself."""
+    return data.load() if isinstance(data, DeferredLoad) else data
+
+
 def dp_finetune_renderer_node(
-    renderer_model: EmbeddedRenderer | PretrainedRenderer, private_albums: AlbumSet,
-    album_texts: pd.DataFrame, privacy_ledger: dict[str, Any], rendering: RenderingParams,
-    privacy_params: dict[str, Any],
+    renderer_model: EmbeddedRenderer | PretrainedRenderer,
+    private_albums: DeferredLoad | AlbumSet, album_texts: DeferredLoad | pd.DataFrame,
+    privacy_ledger: dict[str, Any], rendering: RenderingParams, privacy_params: dict[str, Any],
 ) -> tuple[EmbeddedRenderer | PretrainedRenderer, dict[str, Any], list[dict[str, Any]]]:
     """PRIVIMAGE stage 2: DP-SGD fine-tune of the renderer on PRIVATE photos and their captions
     (album = unit) through ``dpalbum.privacy``, charged to the ledger as mechanism "renderer",
-    which the privacy plan must already hold. Off (``dp_finetune.enabled: false``): returns the
-    renderer and ledger unchanged. Returns (renderer, ledger, internal training history)."""
+    which the privacy plan must already hold. ``private_albums`` and ``album_texts`` arrive
+    deferred (``DeferredDataset``) and are read only when the fine-tune is on and planned.
+    Off (``dp_finetune.enabled: false``): nothing private is read and the renderer and ledger
+    pass through. Returns (renderer, the run's ledger, internal training history)."""
     rendering = RenderingParams.of(rendering)
+    planned = _planned_renderer(privacy_ledger)
     if not rendering.dp_finetune["enabled"]:
+        if planned is not None and planned.get("status") != "spent":
+            logger.warning("the privacy plan holds the renderer's DP fine-tune but "
+                           "rendering.dp_finetune.enabled is false here: it does not run, and the "
+                           "ledger keeps it as planned (its ε still counts: over-stated, never "
+                           "under-stated). Plan and render with the same parameters.")
         return renderer_model, privacy_ledger, []
-    from dpalbum import privacy
-
+    # Checked before any private read: the budget was composed with this mechanism in it.
+    if planned is None:
+        raise privacy.LedgerError(
+            "rendering.dp_finetune.enabled is true but the privacy plan has no 'renderer' "
+            "mechanism: the budget was composed without it (plan_privacy_budget_node ran with "
+            "the fine-tune off). Run the whole pipeline with the same parameters, e.g. `kedro "
+            "run --params rendering.dp_finetune.enabled=true`; no private photo was read.")
+    if planned.get("status") == "spent":
+        raise privacy.LedgerError("the ledger says the renderer's DP fine-tune already ran: "
+                                  "re-plan (rerun captioning and dp_training) before running it "
+                                  "again; no private photo was read")
     cfg, size = rendering.dp_finetune, renderer_model.config.image_size
-    captions = {str(a): list(c) for a, c in zip(album_texts["album_id"], album_texts["captions"])}
-    missing = [a.album_id for a in private_albums if a.album_id not in captions]
-    if missing:
-        raise ValueError(f"album_texts has no captions for {len(missing)} private albums (e.g. "
-                         f"{missing[:3]}): rerun the captioning pipeline")
-    images = [resize_images(np.stack([p.image for p in a.photos]), size) for a in private_albums]
-    texts = [captions[a.album_id] for a in private_albums]
     config = privacy.DPSGDConfig.from_plan(
         privacy_ledger, RENDERER_MECHANISM, privacy_params, lr=cfg["lr"],
         seed=privacy_params.get("noise_seed"), device=str(renderer_model.device))
-    renderer, result = dp_finetune_embedded_renderer(renderer_model, images, texts, config)
+    albums, texts = _read(private_albums), _read(album_texts)
+    captions = {str(a): list(c) for a, c in zip(texts["album_id"], texts["captions"])}
+    missing = [a.album_id for a in albums if a.album_id not in captions]
+    if missing:
+        raise ValueError(f"album_texts has no captions for {len(missing)} private albums (e.g. "
+                         f"{missing[:3]}): rerun the captioning pipeline")
+    images = [resize_images(np.stack([p.image for p in a.photos]), size) for a in albums]
+    started = time.perf_counter()
+    renderer, result = dp_finetune_embedded_renderer(
+        renderer_model, images, [captions[a.album_id] for a in albums], config)
     ledger = privacy.charge(privacy_ledger, result.ledger_record(RENDERER_MECHANISM))
-    logger.info("renderer DP fine-tuned: %d steps, q=%.4f, sigma=%.3f; ledger ε=%s",
-                result.steps_taken, result.sample_rate, result.noise_multiplier,
-                ledger["epsilon"])
+    logger.info("renderer DP fine-tuned in %.0f s: %d steps, q=%.4f, sigma=%.3f; ledger ε=%s",
+                time.perf_counter() - started, result.steps_taken, result.sample_rate,
+                result.noise_multiplier, ledger["epsilon"])
     return renderer, ledger, [{"role": RENDERER_MECHANISM, **h} for h in result.history]
 
 
@@ -203,7 +235,7 @@ def render_albums_node(
     """Render every curated album (one seed per album), and report what was done and under which
     privacy guarantee (for the data card)."""
     rendering = RenderingParams.of(rendering)
-    privacy = privacy_summary(privacy_ledger)
+    guarantee = privacy_summary(privacy_ledger)
     coherence = rendering.coherence
     rows = _curated_albums(curated_texts)
     prompts = [album_prompts(r["summary"], r["captions"], coherence) for r in rows]
@@ -211,7 +243,7 @@ def render_albums_node(
     started = time.perf_counter()
     images = renderer_model.render(prompts, seeds, coherence)
     seconds = time.perf_counter() - started
-    stamp = {k: privacy[k] for k in ("epsilon", "delta", "unit")}
+    stamp = {k: guarantee[k] for k in ("epsilon", "delta", "unit")}
     albums = [
         Album(str(r["album_id"]),
               [Photo(f"{i:03d}.png", image, caption)
@@ -227,7 +259,7 @@ def render_albums_node(
         "images_per_second": round(n_photos / max(seconds, 1e-9), 2),
         "image_size": renderer_model.config.image_size, "seed": rendering.seed,
         "renderer": renderer_model.describe(), "coherence": asdict(coherence),
-        "privacy": privacy, "rendered_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "privacy": guarantee, "rendered_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     logger.info("rendered %d albums (%d photos) in %.1f s (%.2f images/s)", len(albums),
                 n_photos, seconds, report["images_per_second"])
