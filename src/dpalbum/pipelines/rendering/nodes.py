@@ -29,6 +29,7 @@ from dpalbum.models.renderer import (
     resize_images,
     train_embedded_renderer,
 )
+from dpalbum.models.sharded_rendering import render_albums
 from dpalbum.pipelines.rendering.data_card import build_data_card, privacy_summary
 from dpalbum.pipelines.rendering.datasets import DeferredLoad
 
@@ -52,6 +53,8 @@ class RenderingParams:
     # PRIVIMAGE stage 2 (see dp_finetune_renderer_node): enabled, expected_batch_albums,
     # epochs, lr, noise_multiplier ("auto": calibrated to the renderer's ε share)
     dp_finetune: dict[str, Any] = field(default_factory=lambda: {"enabled": False})
+    nproc: int = 1  # >1: albums rendered by torchrun workers; images identical to nproc 1
+    precision: str = "fp32"  # fp32 | bf16 (autocast on CUDA only; ignored on CPU, logged)
 
     def __post_init__(self) -> None:
         if isinstance(self.renderer, dict):
@@ -61,6 +64,9 @@ class RenderingParams:
         if self.selection not in SELECTIONS:
             raise ValueError(f"parameters_rendering.yml: rendering.selection must be one of "
                              f"{SELECTIONS}, got {self.selection!r}")
+        if int(self.nproc) < 1:
+            raise ValueError(f"parameters_rendering.yml: rendering.nproc must be at least 1, got "
+                             f"{self.nproc}")
         self.dp_finetune = {**DP_FINETUNE_DEFAULTS, **(self.dp_finetune or {})}
         if self.dp_finetune["enabled"] and self.renderer.backend != "embedded":
             raise ValueError("parameters_rendering.yml: rendering.dp_finetune is only available "
@@ -241,7 +247,8 @@ def render_albums_node(
     prompts = [album_prompts(r["summary"], r["captions"], coherence) for r in rows]
     seeds = [album_seed(rendering.seed, str(r["album_id"])) for r in rows]
     started = time.perf_counter()
-    images = renderer_model.render(prompts, seeds, coherence)
+    images = render_albums(renderer_model, prompts, seeds, coherence,
+                           nproc=int(rendering.nproc), precision=rendering.precision)
     seconds = time.perf_counter() - started
     stamp = {k: guarantee[k] for k in ("epsilon", "delta", "unit")}
     albums = [
