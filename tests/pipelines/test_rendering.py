@@ -401,7 +401,8 @@ def test_enabled_fine_tune_is_charged_to_the_released_ledger_which_verifies(
     report = outputs["rendering_report"].load()
     assert report["privacy"]["mechanisms"][-1]["name"] == "renderer"
     assert report["renderer"]["training"]["dp_finetune"]["steps"] == 2
-    assert "fine-tuned with DP-SGD on the PRIVATE photos" in outputs["synthetic_data_card"].load()
+    card = outputs["synthetic_data_card"].load()
+    assert "then fine-tuned with DP-SGD on the PRIVATE photos" in card and "| renderer |" in card
     # the same ledger cannot pay for a second fine-tune: re-plan first
     with pytest.raises(privacy.LedgerError, match="already ran"):
         SequentialRunner().run(create_pipeline(), _catalog(

@@ -48,17 +48,17 @@ def build_data_card(report: dict[str, Any], n_albums: int, n_photos: int) -> str
     private = eps != "inf"
     training = renderer.get("training", {})
     selection = training.get("selection")
-    trained_on = (
-        f"{training.get('n_images', '?')} PUBLIC images ({training.get('data', 'public data')}, "
-        f"selection: {selection}); private data reached it "
-        f"{training.get('private_data_used', 'not at all')}"
-        if renderer["backend"] == "embedded" else training.get("note", "pretrained by its authors")
-    )
     finetune = training.get("dp_finetune")
-    if finetune:
-        trained_on += (f"; then fine-tuned with DP-SGD on the PRIVATE photos and their captions "
-                       f"(album-level clipping, {finetune.get('steps', '?')} steps: the "
-                       f"'renderer' mechanism on the ledger)")
+    pretraining = (f"{training.get('n_images', '?')} PUBLIC images ("
+                   f"{training.get('data', 'public data')}, selection: {selection})")
+    trained_on = (
+        f"pre-trained on {pretraining} (private data reached it "
+        f"{training.get('private_data_used', 'not at all')}), then fine-tuned with DP-SGD on the "
+        f"PRIVATE photos and their captions (album-level clipping, "
+        f"{finetune.get('steps', '?')} steps: the 'renderer' mechanism on the ledger)"
+        if finetune else
+        f"{pretraining}; private data reached it {training.get('private_data_used', 'not at all')}"
+    ) if renderer["backend"] == "embedded" else training.get("note", "pretrained by its authors")
     coherence = report["coherence"]
     size = report["image_size"]
     headline = (
