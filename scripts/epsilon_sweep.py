@@ -187,6 +187,15 @@ def run_one(project: Path, epsilon: float, pipelines: list[str] | None, env: str
     return {"epsilon": epsilon, "metrics": document, "run_id": run_id}
 
 
+def kept_result(project: Path, epsilon: float) -> dict[str, Any]:
+    """The metrics an earlier sweep kept for ``epsilon`` (``--reuse``), not run again."""
+    keep = project / REPORTING / "sweep" / f"metrics_epsilon_{epsilon:g}.json"
+    if not keep.exists():
+        raise FileNotFoundError(f"--reuse {epsilon:g}: no kept metrics at {keep}; run that ε")
+    logger.info("=== ε = %s: reusing the kept %s ===", epsilon, keep)
+    return {"epsilon": epsilon, "metrics": json.loads(keep.read_text()), "run_id": None}
+
+
 def _close_mlflow_run() -> str | None:
     """End the MLflow run a session left open; return the id of the run that was just logged.
 
@@ -230,6 +239,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "evaluation.privacy_audit.n_samples=2000")
     parser.add_argument("--no-audit", action="store_true",
                         help="plain runs: no canaries, no audit LMs (the audit is on by default)")
+    parser.add_argument("--reuse", nargs="+", type=parse_epsilon, default=[], metavar="EPS",
+                        help="after an interrupted sweep: take these ε from the metrics.json "
+                             "kept in data/08_reporting/sweep/ instead of running them again")
     parser.add_argument("--no-report", action="store_true",
                         help="do not re-render report.html with the plot at the end")
     return parser.parse_args(argv)
@@ -245,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
     bootstrap_project(PROJECT)
     extra = {**({} if args.no_audit else AUDIT),
              **{k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in args.params)}}
-    results = [run_one(PROJECT, eps, args.pipelines, args.env, extra)
+    results = [kept_result(PROJECT, eps) if eps in args.reuse
+               else run_one(PROJECT, eps, args.pipelines, args.env, extra)
                for eps in sweep_order(args.epsilons, default_epsilon(PROJECT))]
     table = sweep_table(results)
     csv_path = PROJECT / REPORTING / "privacy_utility.csv"
