@@ -284,12 +284,14 @@ def evaluate(images: list[np.ndarray], labels: dict[str, list[str]], reference: 
     out: dict[str, Any] = {"local_fd": round(frechet_distance(reference["features"], features), 3),
                            "n_images": len(images)}
     n_test = len(reference["features"])
+    out["standard_error"] = {}  # binomial, over the held-out photos (not across training runs)
     for task in TASKS:
         try:
             accuracy = fit_and_score(features, labels[task], reference["features"],
                                      reference["labels"][task], seed)
             out[f"accuracy_{task}"] = round(accuracy, 4)
-            out[f"accuracy_{task}_se"] = round(math.sqrt(accuracy * (1 - accuracy) / n_test), 4)
+            out["standard_error"][f"accuracy_{task}"] = round(
+                math.sqrt(accuracy * (1 - accuracy) / n_test), 4)
         except ValueError as err:  # a single class among the training labels
             out[f"accuracy_{task}"] = None
             out[f"accuracy_{task}_note"] = str(err)

@@ -73,6 +73,10 @@ def test_metrics_are_reported_per_arm_with_real_data_references(quick):
             for task in ("protagonist", "scene"):
                 value = metrics[f"accuracy_{task}"]
                 assert value is None or 0.0 <= value <= 1.0
+                assert value is None or 0.0 <= metrics["standard_error"][f"accuracy_{task}"] <= 0.5
+            # benchmarks/run_all.py reads every accuracy_* key but *_note as a task's accuracy
+            assert {k for k in metrics if k.startswith("accuracy_") and not k.endswith("_note")} \
+                == {"accuracy_protagonist", "accuracy_scene"}
     noise = result["summary"]["local_fd_bootstrap"]
     assert noise["n_resamples"] == 10 and set(noise["interval_95"]) == set(result["arms"])
     assert all(low <= high for low, high in noise["interval_95"].values())
