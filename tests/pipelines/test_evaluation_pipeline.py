@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import functools
 import io
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -213,6 +214,10 @@ def test_without_ground_truth_the_sections_needing_it_say_not_available(caplog):
 
 
 def test_ground_truth_file_is_optional(tmp_path):
+    import yaml
+
+    catalog = yaml.safe_load((Path(__file__).parents[2] / "conf/base/catalog.yml").read_text())
+    assert catalog["ground_truth"]["type"].endswith("datasets.OptionalParquetDataset")
     dataset = OptionalParquetDataset(filepath=str(tmp_path / "ground_truth.parquet"))
     assert dataset.load() is None
     dataset.save(pd.DataFrame({"album_id": ["album_0001"], "split": ["train"]}))
