@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -169,7 +170,9 @@ def main(argv: list[str] | None = None) -> dict:
             "temperature": args.temperature, "top_p": args.top_p, "seed": args.seed,
             "first_album_seed": album_seed(args.seed, 0),
         },
-        "command": " ".join(["python", *sys.argv]),
+        # repo-relative, so no machine path lands in the committed results
+        "command": " ".join(["python", *(os.path.relpath(a, RESULTS.parents[2])
+                                         if os.path.isabs(a) else a for a in sys.argv)]),
     }
     result["meets_target"] = result["speedup_captions_per_s"] >= result["target"]
     args.out.parent.mkdir(parents=True, exist_ok=True)
