@@ -32,6 +32,7 @@ from dpalbum.pipelines.rendering.datasets import DeferredDataset
 from dpalbum.pipelines.rendering.nodes import (
     RenderingParams,
     dp_finetune_renderer_node,
+    pretrain_renderer_node,
     render_albums_node,
     renderer_mechanism_spec,
     select_renderer_pretraining_data_node,
@@ -117,6 +118,32 @@ def test_rendering_params_refuse_unknown_selection_and_dp_finetune_of_pretrained
     with pytest.raises(ValueError, match="dp_finetune"):
         tiny_params(dp_finetune={"enabled": True},
                     renderer={"backend": "pretrained", "model_name_or_path": "some/pipeline"})
+
+
+def test_renderer_threads_apply_to_its_nodes_only_and_are_restored(public_corpus, curated_texts):
+    from dpalbum.models.devices import available_cpus, torch_threads
+
+    with pytest.raises(ValueError, match="rendering.threads"):
+        tiny_params(threads=-1)
+    before = torch.get_num_threads()
+    with torch_threads(0) as used:
+        assert used == available_cpus() == torch.get_num_threads()
+    with torch_threads(1) as used:
+        assert used == 1 == torch.get_num_threads()
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match=">= 0"):
+        with torch_threads(-2):
+            pass
+    wanted = 2 if before != 2 else 1  # a count different from the session's
+    params = tiny_params(threads=wanted)
+    chosen = select_renderer_pretraining_data_node(
+        public_corpus, pd.DataFrame({"image_id": public_corpus["image_id"]}), params)
+    renderer = pretrain_renderer_node(chosen, params)
+    assert renderer.training_report["torch_threads"] == wanted
+    assert torch.get_num_threads() == before
+    _, report = render_albums_node(renderer, curated_texts, LEDGER, params)
+    assert report["torch_threads"] == wanted and report["nproc"] == 1
+    assert torch.get_num_threads() == before
 
 
 def test_default_parameters_validate_as_rendering_params():

@@ -18,6 +18,7 @@ from PIL import Image
 from dpalbum import privacy
 from dpalbum.albums.images import center_crop_resize, to_rgb
 from dpalbum.albums.model import Album, AlbumSet, Photo
+from dpalbum.models.devices import torch_threads
 from dpalbum.models.renderer import (
     CoherenceConfig,
     EmbeddedRenderer,
@@ -55,6 +56,8 @@ class RenderingParams:
     dp_finetune: dict[str, Any] = field(default_factory=lambda: {"enabled": False})
     nproc: int = 1  # >1: albums rendered by torchrun workers; images identical to nproc 1
     precision: str = "fp32"  # fp32 | bf16 (autocast on CUDA only; ignored on CPU, logged)
+    threads: int = 0  # torch CPU threads for pre-training, fine-tuning, in-process rendering;
+    # 0: every core this process may use (torchrun workers keep DPALBUM_TORCH_THREADS)
 
     def __post_init__(self) -> None:
         if isinstance(self.renderer, dict):
@@ -64,6 +67,9 @@ class RenderingParams:
         if self.selection not in SELECTIONS:
             raise ValueError(f"parameters_rendering.yml: rendering.selection must be one of "
                              f"{SELECTIONS}, got {self.selection!r}")
+        if int(self.threads) < 0:
+            raise ValueError(f"parameters_rendering.yml: rendering.threads must be >= 0 (0: every "
+                             f"available core), got {self.threads}")
         if int(self.nproc) < 1:
             raise ValueError(f"parameters_rendering.yml: rendering.nproc must be at least 1, got "
                              f"{self.nproc}")
@@ -134,8 +140,10 @@ def pretrain_renderer_node(
     provenance = {"data": "public corpus", "selection": rendering.selection,
                   "private_data_used": "only through the DP semantic query (on the privacy "
                   "ledger)" if rendering.selection == "semantic" else "none"}
-    return train_embedded_renderer(images, list(renderer_pretraining_set["caption"]), config,
-                                   provenance)
+    with torch_threads(rendering.threads, "rendering.threads (pre-training)") as threads:
+        renderer = train_embedded_renderer(images, list(renderer_pretraining_set["caption"]),
+                                           config, {**provenance, "torch_threads": threads})
+    return renderer
 
 
 def renderer_mechanism_spec(rendering: RenderingParams | dict[str, Any]) -> list[dict[str, Any]]:
@@ -203,8 +211,9 @@ def dp_finetune_renderer_node(
                          f"{missing[:3]}): rerun the captioning pipeline")
     images = [resize_images(np.stack([p.image for p in a.photos]), size) for a in albums]
     started = time.perf_counter()
-    renderer, result = dp_finetune_embedded_renderer(
-        renderer_model, images, [captions[a.album_id] for a in albums], config)
+    with torch_threads(rendering.threads, "rendering.threads (DP fine-tune)"):
+        renderer, result = dp_finetune_embedded_renderer(
+            renderer_model, images, [captions[a.album_id] for a in albums], config)
     ledger = privacy.charge(privacy_ledger, result.ledger_record(RENDERER_MECHANISM))
     logger.info("renderer DP fine-tuned in %.0f s: %d steps, q=%.4f, sigma=%.3f; ledger ε=%s",
                 time.perf_counter() - started, result.steps_taken, result.sample_rate,
@@ -247,8 +256,10 @@ def render_albums_node(
     prompts = [album_prompts(r["summary"], r["captions"], coherence) for r in rows]
     seeds = [album_seed(rendering.seed, str(r["album_id"])) for r in rows]
     started = time.perf_counter()
-    images = render_albums(renderer_model, prompts, seeds, coherence,
-                           nproc=int(rendering.nproc), precision=rendering.precision)
+    with torch_threads(rendering.threads if int(rendering.nproc) == 1 else 1,
+                       "rendering.threads (rendering)") as threads:
+        images = render_albums(renderer_model, prompts, seeds, coherence,
+                               nproc=int(rendering.nproc), precision=rendering.precision)
     seconds = time.perf_counter() - started
     stamp = {k: guarantee[k] for k in ("epsilon", "delta", "unit")}
     albums = [
@@ -265,6 +276,8 @@ def render_albums_node(
         "n_albums": len(albums), "n_photos": n_photos, "seconds": round(seconds, 2),
         "images_per_second": round(n_photos / max(seconds, 1e-9), 2),
         "image_size": renderer_model.config.image_size, "seed": rendering.seed,
+        "nproc": int(rendering.nproc), "torch_threads": threads if int(rendering.nproc) == 1
+        else "DPALBUM_TORCH_THREADS per torchrun worker",
         "renderer": renderer_model.describe(), "coherence": asdict(coherence),
         "privacy": guarantee, "rendered_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
