@@ -47,9 +47,11 @@ from dpalbum.models.renderer import (  # noqa: E402
     CoherenceConfig,
     EmbeddedRenderer,
     album_seed,
+    from_patches,
     initial_noise,
     load_renderer,
     make_sampler,
+    to_patches,
     to_uint8,
 )
 
@@ -66,7 +68,7 @@ def reference_render(renderer: EmbeddedRenderer, prompts: list[str], noise: torc
     pooled = torch.cat([torch.zeros(n, dim, device=device), cond.pooled])
     scheduler = make_sampler(renderer.config.sampler, renderer.noise_scheduler.config)
     scheduler.set_timesteps(steps)
-    latents = noise.to(device) * scheduler.init_noise_sigma
+    latents = to_patches(noise.to(device), renderer.config.patch_size) * scheduler.init_noise_sigma
     with torch.no_grad():
         for t in scheduler.timesteps:
             latent_model_input = scheduler.scale_model_input(torch.cat([latents] * 2), t)
@@ -75,7 +77,7 @@ def reference_render(renderer: EmbeddedRenderer, prompts: list[str], noise: torc
             noise_pred_uncond, noise_pred_text = noise_pred.chunk(2)
             noise_pred = noise_pred_uncond + guidance_scale * (noise_pred_text - noise_pred_uncond)
             latents = scheduler.step(noise_pred, t, latents).prev_sample
-    return to_uint8(latents)
+    return to_uint8(from_patches(latents, renderer.config.patch_size))
 
 
 def speed(renderer: EmbeddedRenderer, albums: list[list[str]], repeats: int) -> dict:

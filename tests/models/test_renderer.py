@@ -168,6 +168,36 @@ def test_training_is_seeded_and_lowers_the_loss():
                zip(weights, untrained.unet.state_dict().values()))
 
 
+def test_patched_renderer_trains_renders_and_round_trips(tmp_path):
+    """patch_size 2: the UNet runs on (3*4, S/2, S/2) patches; images come back at full size."""
+    from dpalbum.models.renderer import from_patches, to_patches
+
+    x = torch.randn(2, 3, 16, 16)
+    assert to_patches(x, 2).shape == (2, 12, 8, 8) and torch.equal(from_patches(to_patches(x, 2),
+                                                                               2), x)
+    assert to_patches(x, 1) is x
+    rng = np.random.default_rng(0)
+    images = np.zeros((16, 16, 16, 3), np.uint8)
+    images[::2] = (220, 40, 40)
+    images[1::2] = (40, 40, 220)
+    images = np.clip(images + rng.integers(-10, 10, images.shape), 0, 255).astype(np.uint8)
+    config = tiny_config(patch_size=2, train_steps=40, snr_gamma=None)
+    renderer = train_embedded_renderer(images, ["a red picture", "a blue picture"] * 8, config,
+                                       progress=False)
+    assert renderer.unet.config.in_channels == 12 and renderer.unet.config.sample_size == 8
+    assert renderer.training_report["final_loss"] < 0.95  # untrained: ~1 (this toy: 0.92)
+    assert "2x2 patches" in renderer.describe()["architecture"]
+    albums = toy_albums(2, 3)
+    seeds = [album_seed(0, "a"), album_seed(0, "b")]
+    first = renderer.render(albums, seeds, CoherenceConfig(), progress=False)
+    assert [a.shape for a in first] == [(3, 16, 16, 3)] * 2 and first[0].dtype == np.uint8
+    renderer.save_pretrained(str(tmp_path / "patched"))
+    loaded = load_renderer(str(tmp_path / "patched"))
+    assert loaded.config.patch_size == 2
+    again = loaded.render(albums, seeds, CoherenceConfig(), progress=False)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+
+
 def test_no_pretraining_images_returns_an_untrained_renderer():
     renderer = train_embedded_renderer(np.zeros((0, 16, 16, 3), np.uint8), [], tiny_config(),
                                        progress=False)
@@ -179,6 +209,8 @@ def test_no_pretraining_images_returns_an_untrained_renderer():
     ({"backend": "pretrained"}, "model_name_or_path"),
     ({"backend": "onnx"}, "backend"),
     ({"block_out_channels": [10, 16]}, "norm_num_groups"),
+    ({"patch_size": 0}, "patch_size"),
+    ({"patch_size": 3}, "divisible by patch_size"),
 ])
 def test_bad_renderer_config_is_refused(overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -256,10 +288,15 @@ def test_pixel_space_samplers_bound_their_x0_estimate_and_latent_samplers_do_not
 # ---------------------------------------------------------------- DP fine-tuning
 
 
-def test_renderer_per_album_gradients_from_opacus_equal_autograd(tiny_renderer):
+@pytest.mark.parametrize("patch_size", [1, 2])
+def test_renderer_per_album_gradients_from_opacus_equal_autograd(tiny_renderer, patch_size):
     """What the privacy core clips must be the true per-album gradient of *this* UNet (class
-    embedding, masked cross-attention, GroupNorm; Conv2d guard on) with the diffusion loss."""
+    embedding, masked cross-attention, GroupNorm; Conv2d guard on) with the diffusion loss,
+    on pixels and on space-to-depth patches."""
     import copy
+
+    if patch_size > 1:
+        tiny_renderer = EmbeddedRenderer.build(tiny_config(patch_size=patch_size))
 
     from dpalbum.models.renderer import diffusion_row_loss, dp_rows_and_collate
     from dpalbum.privacy import album_gradients, unwrap_dp, wrap_for_dp
