@@ -141,6 +141,9 @@ def test_renderer_threads_apply_to_its_nodes_only_and_are_restored(public_corpus
     renderer = pretrain_renderer_node(chosen, params)
     assert renderer.training_report["torch_threads"] == wanted
     assert torch.get_num_threads() == before
+    again = pretrain_renderer_node(chosen, params)  # same seed, same threads: same weights
+    assert all(torch.equal(a, b) for a, b in zip(renderer.unet.state_dict().values(),
+                                                 again.unet.state_dict().values()))
     _, report = render_albums_node(renderer, curated_texts, LEDGER, params)
     assert report["torch_threads"] == wanted and report["nproc"] == 1
     assert torch.get_num_threads() == before
