@@ -241,7 +241,7 @@ def pipeline_data_args(candidates: Sequence[tuple[Path, str]]) -> tuple[list[str
 @dataclass
 class Outcome:
     name: str
-    status: str                      # ok | failed | skipped
+    status: str                      # ok | failed | skipped | earlier (not rerun, last JSON)
     seconds: float | None = None
     returncode: int | None = None
     log: str | None = None
@@ -289,6 +289,28 @@ def run_benchmark(bench: Benchmark, command_args: list[str], json_path: Path, lo
         outcome.message = (outcome.message + "; " if outcome.message else "") + \
             f"{json_path.name} lacks what the summary reads: {type(err).__name__}: {err}"
     return outcome
+
+
+def earlier_outcome(bench: Benchmark, json_path: Path) -> Outcome:
+    """A benchmark not selected this time: its figures from the JSON an earlier run left, marked
+    as such (commit named), so a partial rerun keeps one complete SUMMARY.md."""
+    try:
+        document = json.loads(json_path.read_text())
+        figures = bench.figures(document)
+    except (KeyError, TypeError, ValueError) as err:
+        return Outcome(bench.name, "skipped", message=f"not selected (--only); its earlier "
+                       f"{json_path.name} is unreadable: {type(err).__name__}: {err}")
+    if document.get("commit"):
+        origin = f"run at commit {str(document['commit'])[:7]}"
+    else:  # the commit that last committed this JSON, else the file's date
+        logged = subprocess.run(["git", "log", "-1", "--format=%h %cs", "--", str(json_path)],
+                                cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        origin = (f"committed in {logged}" if logged else "from " + time.strftime(
+            "%Y-%m-%d", time.localtime(json_path.stat().st_mtime)))
+    for figure in figures:
+        figure.note = "; ".join(filter(None, [figure.note, f"earlier run, {origin}"]))
+    return Outcome(bench.name, "earlier", figures=figures,
+                   message=f"not rerun (--only): figures from {_shown(json_path)}, {origin}")
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:
@@ -374,8 +396,9 @@ def render_summary(outcomes: Sequence[Outcome], machine: dict[str, str], quick: 
     lines += [f"Command: `{command}`", "", "## Machine", ""]
     lines += [f"- {k}: {v}" for k, v in machine.items()]
     lines += ["", "## Figures", "",
-              "Every ratio is computed from the JSON the benchmark wrote in this run; the "
-              "baseline is measured in the same run.", "",
+              "Every ratio is computed from the JSON the benchmark wrote in this run (rows "
+              "marked *earlier run* come from the JSON a previous run left: those benchmarks "
+              "were not rerun); the baseline is measured in the same run as the value.", "",
               "| benchmark | figure | value | baseline (same run) | ratio | target | met? |",
               "|---|---|---|---|---|---|---|"]
     for o in outcomes:
@@ -391,9 +414,9 @@ def render_summary(outcomes: Sequence[Outcome], machine: dict[str, str], quick: 
               "|---|---|---|---|---|"]
     for o in outcomes:
         wall = "—" if o.seconds is None else f"{o.seconds:.0f} s"
-        note = o.message.replace("|", "/") if o.status == "ok" else "see below"
+        note = o.message.replace("|", "/") if o.status in ("ok", "earlier") else "see below"
         lines.append(f"| {o.name} | {o.status} | {wall} | {o.log or '—'} | {note} |")
-    not_run = [o for o in outcomes if o.status != "ok"]
+    not_run = [o for o in outcomes if o.status not in ("ok", "earlier")]
     if not_run:
         lines += ["", "## Failed or skipped", ""]
         lines += [f"- **{o.name}** ({o.status}): {o.message}" for o in not_run]
@@ -483,6 +506,8 @@ def main(argv: list[str] | None = None,
             shutil.rmtree(workdir, ignore_errors=True)
     outcomes += [Outcome(b.name, "skipped", message="--skip") for b in benchmarks
                  if b.name in args.only and b.name in args.skip]
+    outcomes += [earlier_outcome(b, out / f"{b.name}{suffix}.json") for b in benchmarks
+                 if b.name not in args.only and (out / f"{b.name}{suffix}.json").is_file()]
     command = " ".join(["python benchmarks/run_all.py", *argv])
     summary = out / f"SUMMARY{suffix}.md"
     summary.parent.mkdir(parents=True, exist_ok=True)

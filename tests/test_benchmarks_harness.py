@@ -163,6 +163,10 @@ def test_a_failing_a_missing_and_a_stale_benchmark_are_recorded_and_exit_non_zer
     assert "quick smoke run" in summary and "## Machine" in summary
 
     assert run_all.main(["--only", "ok", "--out", str(out)], benchmarks=benchmarks) == 0
+    partial = next(out.glob("SUMMARY*.md")).read_text()  # the rest: last JSON, marked, if any
+    stale_row = _row(partial, "stale", "captions/s")
+    assert "earlier run, from " in stale_row[1] and stale_row[4:] == ["15.000×", "≥ 10", "yes"]
+    assert "| stale | earlier |" in partial and "| broken |" not in partial
     assert run_all.main(["--skip", "broken,missing,stale,unwanted", "--out", str(out)],
                         benchmarks=benchmarks) == 0
     assert "**broken** (skipped): --skip" in next(out.glob("SUMMARY*.md")).read_text()
