@@ -3,6 +3,7 @@ pre-train the renderer, render the curated album texts, write the data card."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import math
@@ -256,8 +257,9 @@ def render_albums_node(
     prompts = [album_prompts(r["summary"], r["captions"], coherence) for r in rows]
     seeds = [album_seed(rendering.seed, str(r["album_id"])) for r in rows]
     started = time.perf_counter()
-    with torch_threads(rendering.threads if int(rendering.nproc) == 1 else 1,
-                       "rendering.threads (rendering)") as threads:
+    in_process = int(rendering.nproc) == 1  # torchrun workers keep DPALBUM_TORCH_THREADS
+    with (torch_threads(rendering.threads, "rendering.threads (rendering)") if in_process
+          else contextlib.nullcontext("DPALBUM_TORCH_THREADS per torchrun worker")) as threads:
         images = render_albums(renderer_model, prompts, seeds, coherence,
                                nproc=int(rendering.nproc), precision=rendering.precision)
     seconds = time.perf_counter() - started
@@ -276,8 +278,7 @@ def render_albums_node(
         "n_albums": len(albums), "n_photos": n_photos, "seconds": round(seconds, 2),
         "images_per_second": round(n_photos / max(seconds, 1e-9), 2),
         "image_size": renderer_model.config.image_size, "seed": rendering.seed,
-        "nproc": int(rendering.nproc), "torch_threads": threads if int(rendering.nproc) == 1
-        else "DPALBUM_TORCH_THREADS per torchrun worker",
+        "nproc": int(rendering.nproc), "torch_threads": threads,
         "renderer": renderer_model.describe(), "coherence": asdict(coherence),
         "privacy": guarantee, "rendered_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
