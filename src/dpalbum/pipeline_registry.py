@@ -13,6 +13,7 @@ from kedro.pipeline import Pipeline
 
 PIPELINE_ORDER: tuple[str, ...] = (
     "demo_world",
+    "privacy_plan",
     "captioning",
     "dp_training",
     "sampling",

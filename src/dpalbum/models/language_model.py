@@ -251,3 +251,35 @@ def make_lora(
                       fan_in_fan_out=fan_in_fan_out, lora_dropout=dropout, bias="none",
                       task_type="CAUSAL_LM")
     return get_peft_model(model, lora)
+
+
+def role_rows(role: str, album_texts: pd.DataFrame, tokenizer: PreTrainedTokenizerBase) -> TextRows:
+    """The training rows of an LM role: one per album (summary_lm) or per caption (caption_lm)."""
+    return (summary_rows if role == "summary_lm" else caption_rows)(album_texts, tokenizer)
+
+
+def rows_by_album(role: str, album_texts: pd.DataFrame,
+                  tokenizer: PreTrainedTokenizerBase) -> list[list[tuple[str, int | None]]]:
+    """The role's rows grouped by album, in ``album_texts`` order: ``(text, loss_start)`` each."""
+    rows = role_rows(role, album_texts, tokenizer)
+    by_album: dict[str, list[tuple[str, int | None]]] = {}
+    for i, (text, album) in enumerate(zip(rows.texts, rows.album_ids)):
+        by_album.setdefault(album, []).append(
+            (text, None if rows.loss_start is None else rows.loss_start[i]))
+    return [by_album.get(str(a), []) for a in album_texts["album_id"]]
+
+
+def build_and_pretrain(role: str, public_album_texts: pd.DataFrame,
+                       tokenizer: PreTrainedTokenizerBase, role_params: dict, seed: int,
+                       device: str) -> torch.nn.Module:
+    """Build the role's LM (``role_params["model"]``) and pre-train it on PUBLIC pseudo-album
+    rows (``role_params["pretrain"]``); no public rows: the model stays as initialised."""
+    model = build_language_model(LanguageModelConfig(seed=seed, **role_params["model"]),
+                                 tokenizer)
+    if len(public_album_texts) == 0:
+        logger.warning("%s: no public pre-training data (selection: none); DP fine-tuning "
+                       "starts from random weights", role)
+        return model
+    rows = role_rows(role, public_album_texts, tokenizer)
+    config = PretrainConfig(seed=seed, device=device, **role_params["pretrain"])
+    return pretrain_lm(model, tokenizer, rows.texts, rows.loss_start, config)

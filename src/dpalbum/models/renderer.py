@@ -620,8 +620,9 @@ def diffusion_row_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 def dp_rows_and_collate(renderer: EmbeddedRenderer, album_images: Sequence[np.ndarray],
                         album_captions: Sequence[Sequence[str]], seed: int | None = None):
     """Rows (one per photo, grouped by album) and a collate drawing noise, timesteps and
-    conditioning dropout, for ``dpalbum.privacy.train_dp``. Randomness of the loss is not a
-    privacy matter: album-level clipping bounds an album's influence whatever the draw."""
+    conditioning dropout, for ``dpalbum.privacy.finetune`` (which the rendering pipeline calls).
+    Randomness of the loss is not a privacy matter: album-level clipping bounds an album's
+    influence whatever the draw, so ``seed`` is the public rendering seed."""
     config, scheduler = renderer.config, renderer.noise_scheduler
     captions = [str(c) for album in album_captions for c in album]
     cond = renderer.encode(captions)  # the public frozen encoder; rows keep an index into it
@@ -653,32 +654,6 @@ def dp_rows_and_collate(renderer: EmbeddedRenderer, album_images: Sequence[np.nd
                 "pooled": batch_cond.pooled}
 
     return albums_rows, collate
-
-
-def dp_finetune_embedded_renderer(renderer: EmbeddedRenderer, album_images: Sequence[np.ndarray],
-                                  album_captions: Sequence[Sequence[str]], dp_config):
-    """PRIVIMAGE's second stage: DP-SGD fine-tuning on private photos with their captions, with
-    the album as the privacy unit, entirely through ``dpalbum.privacy.train_dp`` (Poisson
-    sampling over albums, one clip per album, Conv2d guard). Returns (renderer, DPTrainResult).
-    """
-    from dpalbum import privacy
-
-    albums_rows, collate = dp_rows_and_collate(renderer, album_images, album_captions,
-                                               dp_config.seed)
-    renderer.unet.train()
-    result = privacy.train_dp(renderer.unet, albums_rows, diffusion_row_loss, collate, dp_config)
-    renderer.unet = result.model.eval()
-    renderer.training_report = {
-        **renderer.training_report,
-        "dp_finetune": {"data": "PRIVATE photos and captions (album-level DP-SGD)",
-                        "steps": result.steps_taken, "sample_rate": result.sample_rate,
-                        "noise_multiplier": result.noise_multiplier,
-                        "max_grad_norm": result.max_grad_norm,
-                        "run_epsilon": (round(result.epsilon_so_far, 4)
-                                        if math.isfinite(result.epsilon_so_far) else "inf"),
-                        "delta": result.delta},
-    }
-    return renderer, result
 
 
 # ---------------------------------------------------------------- pretrained backend

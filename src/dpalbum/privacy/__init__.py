@@ -21,36 +21,36 @@ Mechanisms
 - Gaussian semantic query (``semantic_query``): album-level top-k label histogram, L2 sensitivity
   √k, noise std σ√k.
 
-Ledger workflow (Kedro nodes stay pure: dicts in, dicts out)
-------------------------------------------------------------
+Randomness
+----------
+Every DP draw (Gaussian noise, Poisson sampling, the album count's Laplace noise) comes from
+``randomness.NoiseSource``: ChaCha20 keyed from the OS (``privacy.noise: secure``, the default)
+or, for tests and demos only, from ``$DPALBUM_NOISE_SEED`` (``replayable``: every release then
+says "NOT differentially private"). Each mechanism (and each rank) has its own stream.
+
+Workflow (Kedro nodes stay pure: dicts in, dicts out; the account is a catalog handle)
+------------------------------------------------------------------------------------
 ::
 
-    plan = plan_privacy(params["privacy"], n_albums, [
-        {"name": "semantic_query", "kind": "gaussian", "l2_sensitivity": k ** 0.5},
-        {"name": "summary_lm", "kind": "dpsgd", "expected_batch_albums": 16, "epochs": 5},
-    ])                                   # composes; raises PrivacyBudgetExceeded if over budget
-    sq = semantic_query(label_sets, n_labels, k, mechanism_sigma(plan, "semantic_query"), seed,
-                        allow_non_private=plan["baseline"])
-    ledger = charge(plan, sq.mechanism)                           # sq.distribution -> selection
-    config = DPSGDConfig.from_plan(plan, "summary_lm", params["privacy"], lr=1e-3,
-                                   checkpoint_dir="data/06_models/summary_lm_ckpt")
-    result = train_dp(model, albums_rows, row_loss, collate, config)   # LoRA: peft model built
-    ledger = charge(ledger, result.ledger_record("summary_lm"))   # -> privacy_ledger.json
-    ledger_metrics(ledger), ledger_tags(ledger)                   # -> kedro-mlflow datasets
+    plan = plan_run(album_ids, account, params["privacy"], params["dp_training"],
+                    params["rendering"])     # pipeline privacy_plan: catalogue, DP album count,
+                                             # calibration, lifetime check; refuses over budget
+    sq, ledger = run_mechanism(plan, "semantic_query", account, params["privacy"],
+                               lambda stream: ...)   # charged to the account before the draw
+    result, ledger = finetune(model, albums_rows, row_loss, collate, ledger=ledger,
+                              mechanism="summary_lm", privacy_params=params["privacy"],
+                              account=account, lr=1e-3, public_seed=seed)
+    model.config.dpalbum_privacy = model_record(ledger, "summary_lm")
+    check_release(ledger, {"summary_lm": record, ...}, "sampling")   # stale models refused
 
-``row_loss(model, batch) -> Tensor (n_rows,)`` returns one loss per row (mean over its tokens /
-pixels); ``collate(rows) -> batch``; ``albums_rows[i]`` lists album i's rows. Rows of one album
-are summed (or averaged: ``album_reduction``) into one gradient before the single clip.
-Checkpoints (``checkpoint_dir``, ``checkpoint_every``) carry trainable weights, optimizer,
-step, every RNG and the accountant history; a second call with the same directory resumes.
-Seeds: ``seed=None`` (the default) draws the noise seed from OS entropy; a known seed lets
-anyone who knows it replay the noise, so use fixed seeds for tests only.
-
-``noise_multiplier`` in a spec is a number or ``"auto"`` (default: calibrated so the composed ε
-lands within 1% below the budget, split by ``privacy.shares``). ``privacy.epsilon: .inf`` (or
-``"inf"``) is the loudly-logged non-private baseline: σ = 0, no clipping, ledger ε ``"inf"``.
+``row_loss(model, batch) -> Tensor (n_rows,)`` returns one loss per row; ``collate(rows) ->
+batch``; ``albums_rows[i]`` lists album i's rows, summed (or averaged) into one album gradient
+before the single clip. ``privacy.epsilon: .inf`` is the loudly-logged non-private baseline
+(σ = 0, no clipping, ledger ε "inf"); it needs ``privacy.lifetime_epsilon: .inf`` too.
+The pitfalls this package guards against, each with its test, are listed in docs/privacy.md.
 """
 
+from .account import PrivacyAccount, PrivacyAccountDataset, dataset_key
 from .accounting import (
     EpsilonReport,
     compose_epsilon,
@@ -60,13 +60,14 @@ from .accounting import (
 )
 from .album_gradients import album_gradients, clipped_album_sum, unwrap_dp, wrap_for_dp
 from .calibration import CalibrationResult, calibrate_noise_multipliers
+from .config import PrivacyConfigError, PrivacyParams
 from .conv_guard import guard_conv_inputs
 from .distributed import train_dp_multiprocess
 from .dpsgd import DPSGDConfig, DPTrainResult, train_dp
 from .errors import PrivacyBudgetExceeded
+from .finetune import StaleReleaseError, check_release, finetune, model_record, run_mechanism
 from .ledger import (
     LedgerError,
-    PrivacyParams,
     charge,
     describe,
     ledger_metrics,
@@ -76,10 +77,28 @@ from .ledger import (
     recompose,
     write_ledger,
 )
-from .query import SemanticQueryResult, album_label_histogram, semantic_query
+from .plan import audit_plan, mechanism_catalogue, plan_run
+from .query import SemanticQueryResult, album_label_histogram, dp_album_count, semantic_query
+from .randomness import NOT_DP, NoiseSource, noise_source
 from .sampling import PoissonAlbumSampler
 
 __all__ = [
+    "NOT_DP",
+    "audit_plan",
+    "NoiseSource",
+    "PrivacyAccount",
+    "PrivacyAccountDataset",
+    "PrivacyConfigError",
+    "StaleReleaseError",
+    "run_mechanism",
+    "check_release",
+    "dataset_key",
+    "dp_album_count",
+    "finetune",
+    "mechanism_catalogue",
+    "model_record",
+    "noise_source",
+    "plan_run",
     "CalibrationResult",
     "DPSGDConfig",
     "DPTrainResult",
@@ -112,3 +131,4 @@ __all__ = [
     "wrap_for_dp",
     "write_ledger",
 ]
+

@@ -43,7 +43,8 @@ class EpsilonReport:
 
 
 def mechanism_event(mechanism: MechanismRecord) -> dpa.DpEvent:
-    """The dp-accounting event of one ledger mechanism record (kind ``gaussian`` or ``dpsgd``).
+    """The dp-accounting event of one ledger mechanism record (``gaussian``, ``laplace``,
+    ``dpsgd``).
 
     A record whose noise multiplier is 0 (the non-private baseline) is ``NonPrivateDpEvent``.
     """
@@ -54,6 +55,9 @@ def mechanism_event(mechanism: MechanismRecord) -> dpa.DpEvent:
     if kind == "gaussian":
         # noise_multiplier = noise std / L2 sensitivity of one album's contribution.
         return dpa.GaussianDpEvent(sigma)
+    if kind == "laplace":
+        # noise_multiplier = Laplace scale / L1 sensitivity (the album count: sensitivity 1).
+        return dpa.LaplaceDpEvent(sigma)
     if kind == "dpsgd":
         q, steps = float(mechanism["sample_rate"]), int(mechanism["steps"])
         if not 0 < q <= 1:
@@ -122,6 +126,9 @@ def opacus_prv_epsilon(mechanisms: Sequence[MechanismRecord], delta: float) -> f
     accountant = PRVAccountant()
     for m in mechanisms:
         sigma = float(m["noise_multiplier"])
+        if m["kind"] == "laplace":
+            raise ValueError("Opacus' PRV accountant has no Laplace mechanism: cross-check the "
+                             "Gaussian mechanisms alone (the ledger's PLD composes all of them)")
         if m["kind"] == "gaussian":
             accountant.history.append((sigma, 1.0, 1))
         elif int(m["steps"]) > 0:

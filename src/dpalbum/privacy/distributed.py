@@ -3,8 +3,9 @@
 ``train_dp_multiprocess(..., nproc=N)`` runs :func:`dpalbum.privacy.train_dp` on N torchrun
 workers (``dpalbum.distributed.run_torchrun``; gloo on CPU, NCCL on GPU). In the workers,
 ``train_dp`` sees the process group: rank r Poisson-samples albums r, r + W, ... with the plan's q,
-Opacus' DPDDP broadcasts rank 0's weights, rank 0 alone adds the Gaussian noise and the noisy
-clipped sums are all-reduced, so the ranks stay in step and the mechanism is the single-process
+Opacus' DPDDP broadcasts rank 0's weights, each rank samples its albums from its own stream
+(secure: its own OS-keyed CSPRNG; no seed is shared), rank 0 alone adds the Gaussian noise and
+the noisy clipped sums are all-reduced, so the ranks stay in step and the mechanism is the single-process
 one: same q (over all N albums), σ, C and steps, hence the same ε on the ledger.
 
 The payload (model, album rows, ``row_loss``, ``collate``, config) is pickled for the workers:
@@ -56,9 +57,6 @@ def train_dp_multiprocess(
     """``train_dp`` on ``nproc`` torchrun processes; ``model`` gets the trained weights."""
     if nproc <= 1:
         return train_dp(model, albums_rows, row_loss, collate, config, progress=progress)
-    if config.seed is None:
-        raise ValueError("multi-process DP-SGD needs privacy.noise_seed (all ranks derive their "
-                         "sampling streams from it); for a release, draw a fresh one per run")
     logger.info("DP-SGD on %d processes (torchrun): %d albums, q=%.4f over all of them", nproc,
                 len(albums_rows), config.resolved_sample_rate(len(albums_rows)))
     payload = {"model": model, "albums_rows": list(albums_rows), "row_loss": row_loss,

@@ -19,11 +19,12 @@ ranks' contributions: the update is the single-process update in distribution, w
 
 from __future__ import annotations
 
+import json
 import logging
 import math
-import secrets
+import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..distributed import Shard, current_shard
+from ..distributed import current_shard
 from .accounting import (
     SEARCH_DISCRETIZATION,
     RunningRdpEpsilon,
@@ -47,6 +48,7 @@ from .album_gradients import (
     wrap_for_dp,
 )
 from .checkpoint import global_rng_state, load_checkpoint, save_checkpoint, set_global_rng_state
+from .randomness import NoiseSource, gaussian_tensor, restore_checkpoint_state, state_for_checkpoint
 from .sampling import PoissonAlbumSampler
 
 logger = logging.getLogger(__name__)
@@ -66,7 +68,11 @@ class DPSGDConfig:
     lr: float = 1e-3
     optimizer: str = "adamw"  # adamw | adam | sgd
     weight_decay: float = 0.0
-    seed: int | None = None  # None: fresh OS entropy. A known seed makes the noise replayable.
+    mechanism: str = "dpsgd"  # its name on the ledger: keys its own noise and sampling streams
+    noise_source: NoiseSource = field(default_factory=NoiseSource, repr=False)  # secure default
+    public_seed: int = 0  # model-side randomness only (dropout, the loss's own draws): public
+    expected_batch: float | None = None  # the public q·N the noisy sum is divided by (the plan's;
+    # None: q times the albums given, for tests where N is public)
     grad_sample_mode: str = "hooks"  # hooks | functorch; ghost is refused (see _check_mode)
     album_reduction: str = "mean"  # an album's loss: mean or sum of its rows' losses
     physical_batch_rows: int = 32  # rows per forward/backward: memory only, not privacy
@@ -112,6 +118,9 @@ class DPSGDConfig:
             "max_grad_norm": float(mech.get("max_grad_norm", 1.0)),
             "delta": float(plan["delta"]),
             "epsilon_inf_baseline": bool(plan.get("baseline", False)),
+            "mechanism": name,
+            # the plan's public N (a DP count, or declared public) times q: never the true N
+            "expected_batch": float(mech["sample_rate"]) * float(plan["n_albums"]),
         }
         for key in ("grad_sample_mode", "album_reduction", "physical_batch_rows"):
             if privacy_params is not None and key in privacy_params:
@@ -125,7 +134,7 @@ class DPTrainResult:
     """What a DP-SGD run did; ``ledger_record(name)`` is what ``charge`` takes."""
 
     model: nn.Module
-    steps_taken: int
+    steps_taken: int  # steps accounted: every step this mechanism ever ran, lost ones included
     sample_rate: float
     noise_multiplier: float
     epsilon_so_far: float  # PLD at ``delta`` over ``accountant_history``; inf for the baseline
@@ -168,19 +177,6 @@ def _make_optimizer(config: DPSGDConfig, params: list[nn.Parameter]) -> torch.op
     return kinds[config.optimizer](params, lr=config.lr, weight_decay=config.weight_decay)
 
 
-def _seeds(seed: int | None, shard: Shard | None = None) -> tuple[int, int, int]:
-    """Independent seeds for the album sampler, the noise and torch's global RNG (per rank)."""
-    shard = shard or Shard()
-    if seed is None and shard.world > 1:
-        raise ValueError("a multi-process DP-SGD run needs a seed shared by all ranks (fresh "
-                         "entropy would differ per rank); pass one, e.g. from secrets.randbits")
-    root = np.random.SeedSequence(secrets.randbits(128) if seed is None else seed)
-    if shard.world > 1:  # each rank its own sampler and dropout streams (noise: rank 0 only)
-        root = np.random.SeedSequence([*root.generate_state(4), shard.rank])
-    a, b, c = (int(s.generate_state(1, dtype=np.uint64)[0] >> 1) for s in root.spawn(3))
-    return a, b, c
-
-
 def _all_reduce_sum(tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """Sum ``tensors`` over all ranks in one flat all-reduce (no-op outside a process group)."""
     if current_shard().world == 1:
@@ -203,6 +199,32 @@ def _sync_parameters(model: nn.Module) -> None:
         torch.distributed.broadcast(buffer.data, 0)
 
 
+class StepJournal:
+    """``steps_started.json`` beside the checkpoint: written before every step, so a run killed
+    between checkpoints still tells how many steps it started (each one a Gaussian release)."""
+
+    NAME = "steps_started.json"
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.path = os.path.join(os.fspath(directory), self.NAME)
+
+    def started(self) -> int:
+        """Steps started by every run on this checkpoint directory so far (0 if none)."""
+        try:
+            with open(self.path) as f:
+                return int(json.load(f)["steps_started"])
+        except FileNotFoundError:
+            return 0
+
+    def start(self, step: int) -> None:
+        """Record that step ``step`` (1-based) is about to run (atomic replace)."""
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        tmp = self.path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"steps_started": int(step), "internal": True}, f)
+        os.replace(tmp, self.path)
+
+
 def _fingerprint(config: DPSGDConfig, n_albums: int, q: float) -> dict[str, Any]:
     """What must not change across a resume (the accounting and the sampling depend on it)."""
     return {"noise_multiplier": float(config.noise_multiplier), "sample_rate": q,
@@ -222,7 +244,7 @@ def private_step(
     noise_multiplier: float,
     max_grad_norm: float,
     expected_batch: float,
-    noise_generator: torch.Generator,
+    noise_generator: np.random.Generator,
     physical_batch_rows: int,
     album_reduction: str,
     device: torch.device,
@@ -237,8 +259,8 @@ def private_step(
         physical_batch_rows=physical_batch_rows, album_reduction=album_reduction, device=device,
     )
     if current_shard().is_main:  # N(0, σ²C²) once per step, whatever the number of ranks
-        sums = [total + torch.normal(0.0, noise_multiplier * max_grad_norm, size=p.shape,
-                                     generator=noise_generator, device=device)
+        std = noise_multiplier * max_grad_norm
+        sums = [total + gaussian_tensor(noise_generator, p.shape, std, device, total.dtype)
                 for p, total in zip(params, sums)]
     counts = torch.tensor([stats.loss_sum, stats.n_albums, stats.n_clipped], device=device)
     *sums, counts = _all_reduce_sum([*sums, counts])
@@ -316,7 +338,8 @@ def train_dp(
                          "null or train on one process")
     n_albums = len(albums_rows)
     q = config.resolved_sample_rate(n_albums)
-    expected_batch = q * n_albums
+    # divide by the public expected batch (the plan's q·N); never by the actual batch or true N
+    expected_batch = config.expected_batch if config.expected_batch else q * n_albums
     baseline = config.epsilon_inf_baseline
     if baseline:
         logger.warning(
@@ -335,12 +358,16 @@ def train_dp(
     model.train()
     wrapped, guards = (model, []) if baseline else wrap_for_dp(model, config.grad_sample_mode)
     optimizer = _make_optimizer(config, params)
-    sampler_seed, noise_seed, torch_seed = _seeds(config.seed, shard)
-    sampler = PoissonAlbumSampler(n_albums, q, sampler_seed, shard.rank, shard.world)
-    noise_gen = torch.Generator(device=device).manual_seed(noise_seed)
-    torch.manual_seed(torch_seed)
+    source, name = config.noise_source, config.mechanism
+    # The mechanism's own streams (a fresh CSPRNG key each in secure mode; per rank: no shared
+    # seed between processes). Only rank 0's noise stream is ever used.
+    sampler = PoissonAlbumSampler(n_albums, q, source.stream(name, "sampling", shard.rank),
+                                  shard.rank, shard.world)
+    noise_gen = source.stream(name, "noise", shard.rank)
+    torch.manual_seed(int(config.public_seed) + shard.rank)  # dropout etc.: public, not DP
     fingerprint = _fingerprint(config, n_albums, q)
     step, history, acc_history = 0, [], []
+    journal = StepJournal(config.checkpoint_dir) if config.checkpoint_dir else None
     if config.checkpoint_dir and config.resume:
         state = load_checkpoint(config.checkpoint_dir)
         if state is not None:
@@ -351,21 +378,32 @@ def train_dp(
                 for n, p in named:
                     p.copy_(state["trainable"][n].to(p.device))
             optimizer.load_state_dict(state["optimizer"])
-            sampler.load_state_dict(state["sampler"])
-            noise_gen.set_state(state["noise_generator"])
             set_global_rng_state(state["global_rng"])
             step, history = int(state["step"]), list(state["history"])
             acc_history = [tuple(h) for h in state["accountant_history"]]
-            logger.info("resumed DP-SGD from step %d (%s)", step, config.checkpoint_dir)
+            if source.replayable:  # the same draws again: re-done steps release nothing new
+                sampler.load_state_dict(state["sampler"])
+                restore_checkpoint_state(noise_gen, state["noise_generator"])
+            else:  # fresh keys: steps started after the checkpoint and lost are counted anyway
+                lost = journal.started() - sum(int(t) for _, _, t in acc_history)
+                if lost > 0:
+                    acc_history.append((0.0 if baseline else float(config.noise_multiplier),
+                                        q, lost))
+                    logger.warning("%s: %d DP-SGD steps ran after the last checkpoint and were "
+                                   "lost; they are charged again (secure noise is not replayed)",
+                                   name, lost)
+            logger.info("resumed DP-SGD %s from step %d (%s)", name, step, config.checkpoint_dir)
 
     def checkpoint() -> None:
         if config.checkpoint_dir:
+            replay = ({"sampler": sampler.state_dict(),
+                       "noise_generator": state_for_checkpoint(noise_gen)}
+                      if source.replayable else {})  # a secure key is never written anywhere
             save_checkpoint(config.checkpoint_dir, {
                 "step": step, "trainable": {n: p.detach().cpu() for n, p in named},
-                "optimizer": optimizer.state_dict(), "sampler": sampler.state_dict(),
-                "noise_generator": noise_gen.get_state(), "global_rng": global_rng_state(),
+                "optimizer": optimizer.state_dict(), "global_rng": global_rng_state(),
                 "accountant_history": [list(h) for h in acc_history], "history": history,
-                "fingerprint": fingerprint, "config": asdict(config),
+                "fingerprint": fingerprint, **replay,
             })
 
     running_eps = RunningRdpEpsilon(config.delta)
@@ -376,6 +414,9 @@ def train_dp(
                desc="DP-SGD", unit="step")
     try:
         while step < end:
+            if journal is not None:
+                # every step ever started (lost ones included), on disk before it draws anything
+                journal.start(sum(int(t) for _, _, t in acc_history) + 1)
             batch_albums = [albums_rows[i] for i in sampler.sample()]
             record: dict[str, Any] = {"step": step + 1, "batch_albums": len(batch_albums),
                                       "batch_rows": sum(len(rows) for rows in batch_albums)}
@@ -412,7 +453,8 @@ def train_dp(
         if not baseline:
             unwrap_dp(wrapped, guards)
     return DPTrainResult(
-        model=model, steps_taken=step, sample_rate=q, noise_multiplier=sigma,
+        model=model, steps_taken=sum(int(t) for _, _, t in acc_history), sample_rate=q,
+        noise_multiplier=sigma,
         epsilon_so_far=_epsilon(acc_history, config.delta), delta=config.delta,
         max_grad_norm=float(config.max_grad_norm), accountant_history=acc_history,
         history=history, completed=step >= config.steps, baseline=baseline,

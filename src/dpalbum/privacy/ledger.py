@@ -18,70 +18,32 @@ import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from .accounting import ROUGH_DISCRETIZATION, SEARCH_DISCRETIZATION, pld_epsilon, rdp_epsilon
 from .calibration import calibrate_noise_multipliers
+from .config import PrivacyParams
 from .errors import PrivacyBudgetExceeded
 
 logger = logging.getLogger(__name__)
 
 UNIT = "album"
-KINDS = ("gaussian", "dpsgd")
-N_ALBUMS_NOTE = (
-    "The number of albums N is treated as public: it fixes the Poisson sample rate "
-    "q = expected batch / N and the calibration, and is not protected by this guarantee."
-)
+KINDS = ("gaussian", "laplace", "dpsgd")
+STATUSES = ("planned", "partial", "spent")  # a ledger's and a mechanism's only status words
+N_ALBUMS_NOTES = {
+    "dp": "N is released by the album_count mechanism (Laplace, on this ledger): the plan's N "
+          "and every sample rate q = expected batch / N derive from that DP count, so the number "
+          "of albums is protected like everything else.",
+    "public": "N was declared public by the user (privacy.album_count: public): it fixes the "
+              "sample rates q = expected batch / N and is NOT protected by this guarantee.",
+}
 NEIGHBOURING = "add or remove one album (all of its photos and texts)"
 
 
 class LedgerError(ValueError):
     """A ledger was used the wrong way (unknown or repeated mechanism, wrong kind)."""
-
-
-@dataclass
-class PrivacyParams:
-    """The ``privacy:`` block of ``conf/base/parameters_privacy.yml``."""
-
-    epsilon: float = 10.0
-    delta: float = 1e-5
-    shares: dict[str, float] = field(default_factory=dict)
-    max_grad_norm: float = 1.0
-    accountant: str = "pld"
-    grad_sample_mode: str = "hooks"
-    calibration_tolerance: float = 0.01
-
-    @classmethod
-    def from_dict(cls, params: Mapping[str, Any]) -> PrivacyParams:
-        """Validate and parse the parameters (``epsilon: .inf`` or ``"inf"`` = baseline)."""
-        known = {k: params[k] for k in cls.__dataclass_fields__ if k in params}
-        out = cls(**known)
-        out.epsilon = parse_epsilon(out.epsilon)
-        if not 0 < float(out.delta) < 1:
-            raise ValueError(f"privacy.delta must be in (0, 1), got {out.delta}")
-        if out.accountant != "pld":
-            raise ValueError(
-                f"privacy.accountant {out.accountant!r} is not supported: the released ε is the "
-                "PLD composition (what verify_ledger.py recomposes); RDP is reported beside it"
-            )
-        return out
-
-    @property
-    def is_baseline(self) -> bool:
-        return math.isinf(self.epsilon)
-
-
-def parse_epsilon(value: Any) -> float:
-    """ε from config or JSON: a positive number, or ``inf`` / ``"inf"`` / ``None`` for infinity."""
-    if value is None or (isinstance(value, str) and value.lower() in ("inf", "infinity", ".inf")):
-        return math.inf
-    eps = float(value)
-    if eps <= 0:
-        raise ValueError(f"ε must be positive, got {value}")
-    return eps
 
 
 def _eps_value(value: Any) -> float:
@@ -112,6 +74,9 @@ def _mechanism_from_spec(
     }
     if kind == "gaussian":
         record["l2_sensitivity"] = float(spec.get("l2_sensitivity", 1.0))
+        return record
+    if kind == "laplace":
+        record["l1_sensitivity"] = float(spec.get("l1_sensitivity", 1.0))
         return record
     if "sample_rate" in spec:
         q = float(spec["sample_rate"])
@@ -157,6 +122,8 @@ def plan_privacy(
     privacy_params: Mapping[str, Any],
     n_albums: int,
     mechanisms_spec: Sequence[Mapping[str, Any]] | Mapping[str, Mapping[str, Any]],
+    *,
+    album_count: str | None = None,
 ) -> dict[str, Any]:
     """Compose the planned mechanisms before any private data is read; refuse if over budget.
 
@@ -207,8 +174,9 @@ def plan_privacy(
         "second_opinion": "rdp",
         "baseline": params.is_baseline,
         "n_albums": int(n_albums),
-        "n_albums_is_public": True,
-        "n_albums_note": N_ALBUMS_NOTE,
+        "album_count": album_count or params.album_count,
+        "n_albums_note": N_ALBUMS_NOTES[album_count or params.album_count],
+        "noise_source": params.noise,
         "status": "planned",
         "created_at": _now(),
         "mechanisms": records,
@@ -327,13 +295,22 @@ def ledger_metrics(ledger: Mapping[str, Any]) -> dict[str, dict[str, float]]:
 
 
 def ledger_tags(ledger: Mapping[str, Any]) -> dict[str, str]:
-    """Strings for MLflow tags: ε, δ, unit and whether the run is a non-private baseline."""
-    return {
+    """Strings for MLflow tags: ε, δ, unit, noise source, neighbouring relation, album count,
+    whether the run is a non-private baseline, and the NOT-DP warning of a replayable run."""
+    from .randomness import NOT_DP
+
+    tags = {
         "privacy.epsilon": str(ledger["epsilon"]),
         "privacy.delta": f"{float(ledger['delta']):g}",
         "privacy.unit": str(ledger["unit"]),
         "privacy.baseline": str(bool(ledger.get("baseline"))).lower(),
+        "privacy.noise_source": str(ledger.get("noise_source", "unknown")),
+        "privacy.neighbouring": str(ledger.get("neighbouring", NEIGHBOURING)),
+        "privacy.album_count": str(ledger.get("album_count", "unknown")),
     }
+    if ledger.get("noise_source") == "replayable":
+        tags["privacy.warning"] = NOT_DP
+    return tags
 
 
 def write_ledger(ledger: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:

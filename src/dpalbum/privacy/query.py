@@ -48,16 +48,16 @@ def semantic_query(
     n_labels: int,
     k: int,
     noise_multiplier: float,
-    seed: int | None = None,
+    generator: np.random.Generator,
     *,
     name: str = "semantic_query",
     allow_non_private: bool = False,
 ) -> SemanticQueryResult:
     """Release the album-level top-k label histogram with Gaussian noise of std σ·√k.
 
-    ``seed`` None draws the noise from OS entropy (use that for real releases: whoever knows
-    the seed can subtract the noise). ``noise_multiplier`` 0 (exact counts) is only accepted
-    with ``allow_non_private=True``, for the ε = inf baseline plan.
+    ``generator``: this mechanism's own noise stream, ``NoiseSource.stream(name)`` (a CSPRNG in
+    secure mode; never shared with another mechanism). ``noise_multiplier`` 0 (exact counts) is
+    only accepted with ``allow_non_private=True``, for the ε = inf baseline plan.
     """
     if noise_multiplier < 0 or (noise_multiplier == 0 and not allow_non_private):
         raise ValueError("the semantic query needs noise_multiplier > 0 (0 only for the "
@@ -69,11 +69,32 @@ def semantic_query(
     sensitivity = math.sqrt(k)  # L2 change of the histogram when one album is added/removed
     std = noise_multiplier * sensitivity
     counts = album_label_histogram(album_label_sets, n_labels, k)
-    rng = np.random.default_rng(seed)
-    noisy = counts + rng.normal(0.0, std, size=n_labels)
+    noisy = counts + generator.normal(0.0, std, size=n_labels) if std > 0 else counts.copy()
     clipped = np.clip(noisy, 0.0, None)  # post-processing: free
     total = clipped.sum()
     distribution = clipped / total if total > 0 else np.full(n_labels, 1.0 / n_labels)
     mechanism = {"name": name, "kind": "gaussian", "noise_multiplier": float(noise_multiplier),
                  "l2_sensitivity": sensitivity, "noise_std": std, "k": int(k)}
     return SemanticQueryResult(noisy, distribution, mechanism)
+
+
+@dataclass
+class AlbumCountResult:
+    """The released album count and the ledger record of the Laplace mechanism."""
+
+    n_albums: int  # max(1, round(N + Laplace(b))): what the plan uses as N
+    mechanism: dict[str, Any]
+
+
+def dp_album_count(n_albums: int, noise_multiplier: float, generator: np.random.Generator,
+                   *, name: str = "album_count") -> AlbumCountResult:
+    """Release N with Laplace noise of scale b = ``noise_multiplier`` (L1 sensitivity 1: adding
+    or removing one album changes N by one), so that q = batch / N can be public. Rounding and
+    the floor at 1 are post-processing. ``noise_multiplier`` 0 is the non-private baseline."""
+    if noise_multiplier < 0:
+        raise ValueError(f"album count: noise_multiplier must be ≥ 0, got {noise_multiplier}")
+    noise = generator.laplace(0.0, noise_multiplier) if noise_multiplier > 0 else 0.0
+    released = max(1, int(round(n_albums + noise)))
+    mechanism = {"name": name, "kind": "laplace", "noise_multiplier": float(noise_multiplier),
+                 "l1_sensitivity": 1.0}
+    return AlbumCountResult(released, mechanism)

@@ -1,7 +1,7 @@
 """Wiring of the ``captioning`` pipeline: public captioner first, then private album texts.
 
-``privacy_plan`` (written by ``plan_privacy_budget_node``, the first node) is an input of every
-node that reads private photos, so none of them can run before the budget was planned and checked.
+``privacy_plan`` (written by the ``privacy_plan`` pipeline, first in ``__default__``) is an input
+of every node that reads private photos, so none of them can run before the budget was planned.
 """
 
 from __future__ import annotations
@@ -14,20 +14,12 @@ from dpalbum.pipelines.captioning.nodes import (
     report_ingestion_node,
     train_captioner_node,
 )
-from dpalbum.pipelines.dp_training.nodes import plan_privacy_budget_node
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     """Ingestion report, public captioner, album texts and their internal quality check."""
     return Pipeline(
         [
-            Node(  # first: composes the whole run's budget from public facts only (N albums)
-                plan_privacy_budget_node,
-                inputs=["private_album_index", "params:privacy", "params:dp_training",
-                        "params:rendering"],
-                outputs="privacy_plan",
-                name="plan_privacy_budget_node",
-            ),
             Node(
                 report_ingestion_node,
                 inputs=["private_albums", "privacy_plan"],

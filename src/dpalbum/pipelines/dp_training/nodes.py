@@ -18,47 +18,10 @@ from dpalbum.models.text_encoder import encode_texts
 from dpalbum.models.tokenizer import TokenizerConfig, build_tokenizer
 
 logger = logging.getLogger(__name__)
-LM_ROLES = ("summary_lm", "caption_lm")
 
 
 def _device(name: str) -> str:
     return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
-
-
-def mechanism_specs(
-    dp_training: dict[str, Any], rendering: Any | None = None
-) -> list[dict[str, Any]]:
-    """Every private mechanism of the run, in run order, as ``plan_privacy`` specs: the text
-    path's, then the renderer's optional DP fine-tune (``params:rendering``) when it is on."""
-    from dpalbum.pipelines.rendering.nodes import renderer_mechanism_spec
-
-    specs: list[dict[str, Any]] = []
-    if dp_training["selection"]["mode"] == "semantic":
-        k = int(dp_training["semantic_query"]["k"])
-        specs.append({"name": "semantic_query", "kind": "gaussian", "l2_sensitivity": k ** 0.5,
-                      "noise_multiplier": dp_training["semantic_query"].get("noise_multiplier",
-                                                                            "auto")})
-    for role in LM_ROLES:
-        dp = dp_training[role]["dp"]
-        specs.append({"name": role, "kind": "dpsgd",
-                      "expected_batch_albums": dp["expected_batch_albums"],
-                      "epochs": dp["epochs"],
-                      "noise_multiplier": dp.get("noise_multiplier", "auto")})
-    if rendering is not None:
-        specs += renderer_mechanism_spec(rendering)
-    return specs
-
-
-def plan_privacy_budget_node(
-    private_album_index: list[str], privacy_params: dict[str, Any], dp_training: dict[str, Any],
-    rendering: Any | None = None,
-) -> dict[str, Any]:
-    """Compose every planned mechanism of the run (text path and, when on, the renderer's DP
-    fine-tune) before private data is read; refuse if over budget."""
-    plan = privacy.plan_privacy(privacy_params, len(private_album_index),
-                                mechanism_specs(dp_training, rendering))
-    logger.info("privacy plan accepted:\n%s", privacy.describe(plan))
-    return plan
 
 
 def public_caption_labels_node(
@@ -100,7 +63,8 @@ def _album_labels(captions: list[str], labeller: pd.DataFrame, spec: dict) -> np
 
 def semantic_query_node(
     album_texts: pd.DataFrame, semantic_labeller: pd.DataFrame, privacy_plan: dict[str, Any],
-    params: dict[str, Any], privacy_params: dict[str, Any],
+    privacy_account: privacy.PrivacyAccount, params: dict[str, Any],
+    privacy_params: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """PRIVIMAGE query: noisy album-level top-k histogram of semantic labels (charged)."""
     if params["selection"]["mode"] != "semantic":
@@ -109,18 +73,25 @@ def semantic_query_node(
     per_album = [_album_labels(list(caps), semantic_labeller, spec)
                  for caps in album_texts["captions"]]
     k = int(spec["k"])
-    result = privacy.semantic_query(
-        sl.album_top_k(per_album, k), len(semantic_labeller), k,
-        privacy.mechanism_sigma(privacy_plan, "semantic_query"),
-        seed=privacy_params.get("noise_seed"), allow_non_private=privacy_plan["baseline"])
-    ledger = privacy.charge(privacy_plan, result.mechanism)
+    result, ledger = privacy.run_mechanism(
+        privacy_plan, "semantic_query", privacy_account, privacy_params,
+        lambda stream: _query(sl.album_top_k(per_album, k), len(semantic_labeller), k,
+                              privacy_plan, stream))
     names = (semantic_labeller["label_name"].tolist() if "label_name" in semantic_labeller
              else [f"cluster_{i}" for i in range(len(semantic_labeller))])
     histogram = {"mode": "semantic", "labeller": spec["labeller"], "k": k,
                  "noise_std": result.mechanism["noise_std"], "labels": names,
                  "noisy_counts": result.noisy_counts.tolist(),
-                 "distribution": result.distribution.tolist()}
+                 "distribution": result.distribution.tolist(),
+                 "noise_source": ledger["noise_source"]}
     return histogram, ledger
+
+
+def _query(label_sets, n_labels: int, k: int, plan: dict[str, Any], stream):
+    result = privacy.semantic_query(label_sets, n_labels, k,
+                                    privacy.mechanism_sigma(plan, "semantic_query"), stream,
+                                    allow_non_private=plan["baseline"])
+    return result, result.mechanism
 
 
 def _thresholded(semantic_histogram: dict[str, Any], selection: dict[str, Any]) -> np.ndarray:
@@ -198,64 +169,46 @@ def train_tokenizer_node(
     return build_tokenizer(TokenizerConfig(**params["tokenizer"]), texts)
 
 
-def _rows(role: str, texts: pd.DataFrame, tokenizer) -> lm.TextRows:
-    return (lm.summary_rows if role == "summary_lm" else lm.caption_rows)(texts, tokenizer)
-
-
 def pretrain_lm(
     role: str, public_album_texts: pd.DataFrame, lm_tokenizer, params: dict[str, Any]
 ):
     """Build the role's LM and pre-train it on PUBLIC pseudo-album rows (skipped if none)."""
-    cfg = params[role]
-    model = lm.build_language_model(lm.LanguageModelConfig(seed=params["seed"], **cfg["model"]),
-                                    lm_tokenizer)
-    if len(public_album_texts) == 0:
-        logger.warning("%s: no public pre-training data (selection: none); DP fine-tuning "
-                       "starts from random weights", role)
-        return model
-    rows = _rows(role, public_album_texts, lm_tokenizer)
-    config = lm.PretrainConfig(seed=params["seed"], device=_device(params["device"]),
-                               **cfg["pretrain"])
-    return lm.pretrain_lm(model, lm_tokenizer, rows.texts, rows.loss_start, config)
+    return lm.build_and_pretrain(role, public_album_texts, lm_tokenizer, params[role],
+                                 int(params["seed"]), _device(params["device"]))
 
 
 def dp_finetune_lm(
     role: str, pretrained_lm, lm_tokenizer, album_texts: pd.DataFrame, ledger: dict[str, Any],
-    params: dict[str, Any], privacy_params: dict[str, Any],
+    privacy_account: privacy.PrivacyAccount, params: dict[str, Any],
+    privacy_params: dict[str, Any],
 ) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
     """DP-SGD LoRA fine-tune on private album texts (album = unit), charged to the ledger."""
     cfg, device = params[role]["dp"], _device(params["device"])
     pretrained_lm.to(device)  # before LoRA and Opacus hooks (opacus #820)
+    torch.manual_seed(int(params["seed"]))  # LoRA init: the public seed, never a DP stream
     model = lm.make_lora(pretrained_lm, **cfg["lora"])
-    rows = _rows(role, album_texts, lm_tokenizer)
-    by_album: dict[str, list[tuple[str, int | None]]] = {}
-    for i, (text, album) in enumerate(zip(rows.texts, rows.album_ids)):
-        by_album.setdefault(album, []).append((text, None if rows.loss_start is None
-                                               else rows.loss_start[i]))
-    albums_rows = [by_album.get(str(a), []) for a in album_texts["album_id"]]
+    albums_rows = lm.rows_by_album(role, album_texts, lm_tokenizer)
     collate = lm.RowCollate(lm_tokenizer, params[role]["pretrain"]["max_length"])
-    config = privacy.DPSGDConfig.from_plan(ledger, role, privacy_params, lr=cfg["lr"],
-                                           seed=privacy_params.get("noise_seed"), device=device)
-    nproc = int(params.get("distributed", {}).get("nproc_per_node", 1))
-    result = privacy.train_dp_multiprocess(model, albums_rows, lm.row_losses, collate, config,
-                                           nproc=nproc)
-    ledger = privacy.charge(ledger, result.ledger_record(role))
+    result, ledger = privacy.finetune(
+        model, albums_rows, lm.row_losses, collate, ledger=ledger, mechanism=role,
+        privacy_params=privacy_params, account=privacy_account, lr=cfg["lr"],
+        public_seed=int(params["seed"]), device=device,
+        nproc=int(params.get("distributed", {}).get("nproc_per_node", 1)))
     merged = result.model.merge_and_unload()  # LoRA folded into the public base weights
-    merged.config.dpalbum_privacy = {"mechanism": role, "ledger_epsilon": ledger["epsilon"],
-                                     "delta": ledger["delta"], "unit": ledger["unit"],
-                                     "run_epsilon": result.epsilon_so_far}
+    merged.config.dpalbum_privacy = privacy.model_record(ledger, role)
     history = [{"role": role, **h} for h in result.history]
     return merged.eval(), ledger, history
 
 
 def finalise_ledger_node(
     ledger: dict[str, Any], summary_history: list, caption_history: list
-) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
-    """The released ledger, its ε as MLflow metrics, and the internal training history."""
-    ledger = {**ledger, "status": "spent" if all(
-        m.get("status") == "spent" for m in ledger["mechanisms"]) else "partially spent"}
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """The text path's ledger, its ε as MLflow metrics, and the internal training history."""
     logger.info("privacy ledger:\n%s", privacy.describe(ledger))
-    return ledger, privacy.ledger_metrics(ledger), [*summary_history, *caption_history]
+    history = {"internal": True, "internal_means": "non-private training losses and per-step "
+               "batch sizes computed on the private albums: never released",
+               "steps": [*summary_history, *caption_history]}
+    return ledger, privacy.ledger_metrics(ledger), history
 
 
 def pretrain_summary_lm_node(public_album_texts: pd.DataFrame, lm_tokenizer, params: dict):
@@ -268,13 +221,15 @@ def pretrain_caption_lm_node(public_album_texts: pd.DataFrame, lm_tokenizer, par
     return pretrain_lm("caption_lm", public_album_texts, lm_tokenizer, params)
 
 
-def dp_finetune_summary_lm_node(pretrained, lm_tokenizer, album_texts, ledger, params, privacy):
+def dp_finetune_summary_lm_node(pretrained, lm_tokenizer, album_texts, ledger, account, params,
+                                privacy_params):
     """DP-SGD fine-tune of the summary LM: one row per private album."""
-    return dp_finetune_lm("summary_lm", pretrained, lm_tokenizer, album_texts, ledger, params,
-                          privacy)
+    return dp_finetune_lm("summary_lm", pretrained, lm_tokenizer, album_texts, ledger, account,
+                          params, privacy_params)
 
 
-def dp_finetune_caption_lm_node(pretrained, lm_tokenizer, album_texts, ledger, params, privacy):
+def dp_finetune_caption_lm_node(pretrained, lm_tokenizer, album_texts, ledger, account, params,
+                                privacy_params):
     """DP-SGD fine-tune of the caption LM: rows = (summary -> each caption) of an album."""
-    return dp_finetune_lm("caption_lm", pretrained, lm_tokenizer, album_texts, ledger, params,
-                          privacy)
+    return dp_finetune_lm("caption_lm", pretrained, lm_tokenizer, album_texts, ledger, account,
+                          params, privacy_params)

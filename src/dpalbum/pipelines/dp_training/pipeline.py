@@ -1,4 +1,5 @@
-"""dp_training wiring: query → select public → tokenizer → pre-train → DP fine-tune → ledger."""
+"""dp_training wiring: query → select public → tokenizer → pre-train → DP fine-tune → ledger.
+``privacy_plan`` comes from the privacy_plan pipeline (run it first, or the whole default)."""
 
 from kedro.pipeline import Node, Pipeline
 
@@ -10,14 +11,10 @@ P, PRIV = "params:dp_training", "params:privacy"
 def create_pipeline(**kwargs) -> Pipeline:
     """The text path's private training: every private read is planned and charged."""
     return Pipeline([
-        # the same planning node as captioning's: running dp_training alone re-plans with the
-        # current parameters (never a stale plan), and in the full run Kedro keeps one copy
-        Node(n.plan_privacy_budget_node,
-             ["private_album_index", PRIV, P, "params:rendering"], "privacy_plan",
-             name="plan_privacy_budget_node"),
         Node(n.public_caption_labels_node, ["public_corpus", P],
              ["semantic_labeller", "public_semantic_labels"], name="public_caption_labels_node"),
-        Node(n.semantic_query_node, ["album_texts", "semantic_labeller", "privacy_plan", P, PRIV],
+        Node(n.semantic_query_node,
+             ["album_texts", "semantic_labeller", "privacy_plan", "privacy_account", P, PRIV],
              ["semantic_histogram", "ledger_after_query"], name="semantic_query_node"),
         Node(n.select_public_node, ["public_semantic_labels", "semantic_histogram", P],
              "public_selection", name="select_public_node"),
@@ -30,13 +27,13 @@ def create_pipeline(**kwargs) -> Pipeline:
         Node(n.pretrain_caption_lm_node, ["public_album_texts", "lm_tokenizer", P],
              "caption_lm_pretrained", name="pretrain_caption_lm_node"),
         Node(n.dp_finetune_summary_lm_node,
-             ["summary_lm_pretrained", "lm_tokenizer", "album_texts", "ledger_after_query", P,
-              PRIV],
+             ["summary_lm_pretrained", "lm_tokenizer", "album_texts", "ledger_after_query",
+              "privacy_account", P, PRIV],
              ["summary_lm", "ledger_after_summary_lm", "summary_lm_history"],
              name="dp_finetune_summary_lm_node"),
         Node(n.dp_finetune_caption_lm_node,
              ["caption_lm_pretrained", "lm_tokenizer", "album_texts", "ledger_after_summary_lm",
-              P, PRIV],
+              "privacy_account", P, PRIV],
              ["caption_lm", "ledger_after_caption_lm", "caption_lm_history"],
              name="dp_finetune_caption_lm_node"),
         Node(n.finalise_ledger_node,

@@ -2,7 +2,8 @@
 
 ``kedro run --params evaluation.privacy_audit.enabled=true`` adds canary albums to the private
 album texts, re-trains both LMs on them exactly as dp_training does (its own plan over N + the
-inserted canaries, the same DP-SGD and LoRA, charged to an audit ledger), and attacks inserted vs
+inserted canaries, the same ``privacy.finetune`` and LoRA, charged to an audit ledger; not to the
+albums' account: nothing trained here is ever released), and attacks inserted vs
 held-out canaries (Jagielski et al. 2020; Nasr et al. 2023). The release run is untouched: the
 audit LMs live in memory only (never saved, never sampled for the release), the canaries never
 reach ``album_texts``, and with ``enabled: false`` (the default) these nodes do nothing.
@@ -20,14 +21,11 @@ from dataclasses import replace
 from typing import Any
 
 import pandas as pd
+import torch
 
+from dpalbum import privacy
+from dpalbum.models import language_model as lm
 from dpalbum.models.sampler import AlbumSizePrior, SamplingConfig, sample_album_texts
-from dpalbum.pipelines.dp_training.nodes import (
-    dp_finetune_caption_lm_node,
-    dp_finetune_summary_lm_node,
-    plan_privacy_budget_node,
-    pretrain_lm,
-)
 from dpalbum.pipelines.evaluation import audit, report
 from dpalbum.pipelines.evaluation.config import PrivacyAuditConfig
 
@@ -35,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 NOT_AN_AUDIT_RUN = ("not an audit run (the release run plants no canary): run kedro run --params "
                     "evaluation.privacy_audit.enabled=true")
-FINETUNE = {"summary_lm": dp_finetune_summary_lm_node, "caption_lm": dp_finetune_caption_lm_node}
+LM_ROLES = ("summary_lm", "caption_lm")
 
 
 def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -96,16 +94,24 @@ def train_audit_lms_node(audit_training_texts: pd.DataFrame, public_album_texts:
     if privacy_audit.training:
         logger.warning("privacy audit: dp_training overridden for the audit LMs only: %s",
                        privacy_audit.training)
-    index = [str(a) for a in audit_training_texts["album_id"]]
-    ledger = plan_privacy_budget_node(index, privacy_params, params)
+    plan = privacy.audit_plan(privacy_params, params, len(audit_training_texts))
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if params["device"] == "auto" \
+        else params["device"]
     models: dict[str, Any] = {}
-    for role, finetune in FINETUNE.items():
-        reference = pretrain_lm(role, public_album_texts, lm_tokenizer, params)
+    for role in LM_ROLES:
+        reference = lm.build_and_pretrain(role, public_album_texts, lm_tokenizer, params[role],
+                                          int(params["seed"]), device)
         # fine-tuning wraps and merges LoRA in place: train a copy, keep the public reference
-        model, ledger, _ = finetune(copy.deepcopy(reference), lm_tokenizer, audit_training_texts,
-                                    ledger, params, privacy_params)
-        models[role], models[f"{role}_reference"] = model, reference.eval()
-    return {"models": models, "ledger": ledger}
+        torch.manual_seed(int(params["seed"]))  # LoRA init: public seed
+        model = lm.make_lora(copy.deepcopy(reference).to(device), **params[role]["dp"]["lora"])
+        result, plan = privacy.finetune(
+            model, lm.rows_by_album(role, audit_training_texts, lm_tokenizer), lm.row_losses,
+            lm.RowCollate(lm_tokenizer, params[role]["pretrain"]["max_length"]), ledger=plan,
+            mechanism=role, privacy_params=privacy_params, account=None,
+            lr=params[role]["dp"]["lr"], public_seed=int(params["seed"]), device=device)
+        models[role] = result.model.merge_and_unload().eval()
+        models[f"{role}_reference"] = reference.eval()
+    return {"models": models, "ledger": plan}
 
 
 def _attack(model: Any, reference: Any, tokenizer: Any, positives: pd.DataFrame,
@@ -151,7 +157,7 @@ def privacy_audit_node(audit_lms: dict[str, Any], audit_canaries: pd.DataFrame,
                                 "n_heldout_canaries": len(heldout),
                                 "n_members": len(album_texts),
                                 "n_nonmembers": len(heldout_album_texts)}
-    for role in FINETUNE:
+    for role in LM_ROLES:
         kind = role.split("_")[0]
         model, reference = models[role], models[f"{role}_reference"]
         canary = _attack(model, reference, lm_tokenizer, inserted, heldout, kind,

@@ -27,7 +27,8 @@ from dpalbum.models.renderer import (
     RendererConfig,
     album_prompts,
     album_seed,
-    dp_finetune_embedded_renderer,
+    diffusion_row_loss,
+    dp_rows_and_collate,
     resize_images,
     train_embedded_renderer,
 )
@@ -147,17 +148,6 @@ def pretrain_renderer_node(
     return renderer
 
 
-def renderer_mechanism_spec(rendering: RenderingParams | dict[str, Any]) -> list[dict[str, Any]]:
-    """The renderer's DP fine-tune as a ``dpalbum.privacy.plan_privacy`` spec ([] when off): the
-    planning node must include it so the budget is composed before any private photo is read."""
-    cfg = RenderingParams.of(rendering).dp_finetune
-    if not cfg["enabled"]:
-        return []
-    return [{"name": RENDERER_MECHANISM, "kind": "dpsgd",
-             "expected_batch_albums": cfg["expected_batch_albums"], "epochs": cfg["epochs"],
-             "noise_multiplier": cfg["noise_multiplier"]}]
-
-
 def _planned_renderer(ledger: dict[str, Any]) -> dict[str, Any] | None:
     """The renderer's mechanism on a ledger, or None when the plan does not hold it."""
     return next((m for m in ledger.get("mechanisms", []) if m.get("name") == RENDERER_MECHANISM),
@@ -172,38 +162,34 @@ def _read(data: DeferredLoad | Any) -> Any:
 def dp_finetune_renderer_node(
     renderer_model: EmbeddedRenderer | PretrainedRenderer,
     private_albums: DeferredLoad | AlbumSet, album_texts: DeferredLoad | pd.DataFrame,
-    privacy_ledger: dict[str, Any], rendering: RenderingParams, privacy_params: dict[str, Any],
-) -> tuple[EmbeddedRenderer | PretrainedRenderer, dict[str, Any], list[dict[str, Any]]]:
+    privacy_ledger: dict[str, Any], privacy_account: privacy.PrivacyAccount,
+    rendering: RenderingParams, privacy_params: dict[str, Any],
+) -> tuple[EmbeddedRenderer | PretrainedRenderer, dict[str, Any], dict[str, Any]]:
     """PRIVIMAGE stage 2: DP-SGD fine-tune of the renderer on PRIVATE photos and their captions
-    (album = unit) through ``dpalbum.privacy``, charged to the ledger as mechanism "renderer",
-    which the privacy plan must already hold. ``private_albums`` and ``album_texts`` arrive
-    deferred (``DeferredDataset``) and are read only when the fine-tune is on and planned.
+    (album = unit) through ``privacy.finetune``, charged to the account and the ledger as
+    mechanism "renderer", which the privacy plan must already hold. ``private_albums`` and
+    ``album_texts`` arrive deferred and are read only when the fine-tune is on and planned.
     Off (``dp_finetune.enabled: false``): nothing private is read and the renderer and ledger
     pass through. Returns (renderer, the run's ledger, internal training history)."""
     rendering = RenderingParams.of(rendering)
     planned = _planned_renderer(privacy_ledger)
+    history: dict[str, Any] = {"internal": True, "internal_means": "non-private losses of the "
+                               "renderer's DP fine-tune on private photos", "steps": []}
     if not rendering.dp_finetune["enabled"]:
         if planned is not None and planned.get("status") != "spent":
             logger.warning("the privacy plan holds the renderer's DP fine-tune but "
                            "rendering.dp_finetune.enabled is false here: it does not run, and the "
                            "ledger keeps it as planned (its ε still counts: over-stated, never "
                            "under-stated). Plan and render with the same parameters.")
-        return renderer_model, privacy_ledger, []
+        return renderer_model, privacy_ledger, history
     # Checked before any private read: the budget was composed with this mechanism in it.
     if planned is None:
         raise privacy.LedgerError(
             "rendering.dp_finetune.enabled is true but the privacy plan has no 'renderer' "
-            "mechanism: the budget was composed without it (plan_privacy_budget_node ran with "
+            "mechanism: the budget was composed without it (the privacy_plan pipeline ran with "
             "the fine-tune off). Run the whole pipeline with the same parameters, e.g. `kedro "
             "run --params rendering.dp_finetune.enabled=true`; no private photo was read.")
-    if planned.get("status") == "spent":
-        raise privacy.LedgerError("the ledger says the renderer's DP fine-tune already ran: "
-                                  "re-plan (rerun captioning and dp_training) before running it "
-                                  "again; no private photo was read")
     cfg, size = rendering.dp_finetune, renderer_model.config.image_size
-    config = privacy.DPSGDConfig.from_plan(
-        privacy_ledger, RENDERER_MECHANISM, privacy_params, lr=cfg["lr"],
-        seed=privacy_params.get("noise_seed"), device=str(renderer_model.device))
     albums, texts = _read(private_albums), _read(album_texts)
     captions = {str(a): list(c) for a, c in zip(texts["album_id"], texts["captions"])}
     missing = [a.album_id for a in albums if a.album_id not in captions]
@@ -211,15 +197,41 @@ def dp_finetune_renderer_node(
         raise ValueError(f"album_texts has no captions for {len(missing)} private albums (e.g. "
                          f"{missing[:3]}): rerun the captioning pipeline")
     images = [resize_images(np.stack([p.image for p in a.photos]), size) for a in albums]
+    albums_rows, collate = dp_rows_and_collate(
+        renderer_model, images, [captions[a.album_id] for a in albums], rendering.seed)
     started = time.perf_counter()
     with torch_threads(rendering.threads, "rendering.threads (DP fine-tune)"):
-        renderer, result = dp_finetune_embedded_renderer(
-            renderer_model, images, [captions[a.album_id] for a in albums], config)
-    ledger = privacy.charge(privacy_ledger, result.ledger_record(RENDERER_MECHANISM))
+        renderer_model.unet.train()
+        result, ledger = privacy.finetune(
+            renderer_model.unet, albums_rows, diffusion_row_loss, collate, ledger=privacy_ledger,
+            mechanism=RENDERER_MECHANISM, privacy_params=privacy_params, account=privacy_account,
+            lr=cfg["lr"], public_seed=rendering.seed, device=str(renderer_model.device))
+        renderer_model.unet = result.model.eval()
+    renderer_model.training_report = {
+        **renderer_model.training_report,
+        "dp_finetune": {"data": "PRIVATE photos and captions (album-level DP-SGD)",
+                        "max_grad_norm": result.max_grad_norm,
+                        "privacy": privacy.model_record(ledger, RENDERER_MECHANISM)}}
     logger.info("renderer DP fine-tuned in %.0f s: %d steps, q=%.4f, sigma=%.3f; ledger ε=%s",
                 time.perf_counter() - started, result.steps_taken, result.sample_rate,
                 result.noise_multiplier, ledger["epsilon"])
-    return renderer, ledger, [{"role": RENDERER_MECHANISM, **h} for h in result.history]
+    history["steps"] = [{"role": RENDERER_MECHANISM, **h} for h in result.history]
+    return renderer_model, ledger, history
+
+
+def check_renderer_release(renderer_model: Any, curated_texts: pd.DataFrame,
+                           privacy_ledger: dict[str, Any]) -> None:
+    """Refuse a release whose renderer or texts were made under another plan than the ledger."""
+    record = (getattr(renderer_model, "training_report", {}) or {}).get("dp_finetune", {})
+    planned = _planned_renderer(privacy_ledger)
+    if planned is not None and planned.get("status") == "spent" or record.get("privacy"):
+        privacy.check_release(privacy_ledger, {"renderer": record.get("privacy")}, "rendering")
+    sampled = (curated_texts.attrs.get("sampling") or {}).get("privacy_plan_id")
+    if sampled != privacy_ledger.get("plan_id"):
+        raise privacy.StaleReleaseError(
+            f"rendering refused: curated_texts were sampled under privacy plan "
+            f"{str(sampled)[:8]} but the ledger is plan {str(privacy_ledger.get('plan_id'))[:8]}"
+            ": re-run sampling and text_filtering (or the whole pipeline) with this ledger")
 
 
 def _curated_albums(curated_texts: pd.DataFrame) -> list[dict[str, Any]]:
@@ -246,11 +258,14 @@ def _curated_albums(curated_texts: pd.DataFrame) -> list[dict[str, Any]]:
 
 def render_albums_node(
     renderer_model: EmbeddedRenderer | PretrainedRenderer, curated_texts: pd.DataFrame,
-    privacy_ledger: dict[str, Any], rendering: RenderingParams,
+    privacy_ledger: dict[str, Any], privacy_account: privacy.PrivacyAccount,
+    rendering: RenderingParams,
 ) -> tuple[AlbumSet, dict[str, Any]]:
     """Render every curated album (one seed per album), and report what was done and under which
-    privacy guarantee (for the data card)."""
+    privacy guarantee (for the data card). Refused when the renderer or the texts come from
+    another plan than the ledger; marks the plan released on the privacy account."""
     rendering = RenderingParams.of(rendering)
+    check_renderer_release(renderer_model, curated_texts, privacy_ledger)
     guarantee = privacy_summary(privacy_ledger)
     coherence = rendering.coherence
     rows = _curated_albums(curated_texts)
@@ -284,6 +299,7 @@ def render_albums_node(
     }
     logger.info("rendered %d albums (%d photos) in %.1f s (%.2f images/s)", len(albums),
                 n_photos, seconds, report["images_per_second"])
+    privacy_account.finish_plan(privacy_ledger)
     return AlbumSet(albums), report
 
 

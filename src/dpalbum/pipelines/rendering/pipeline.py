@@ -35,14 +35,15 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(  # the private inputs are deferred: read only when the fine-tune is on
                 dp_finetune_renderer_node,
                 inputs=["public_renderer_model", "private_albums_for_renderer",
-                        "album_texts_for_renderer", "text_privacy_ledger", "params:rendering",
-                        "params:privacy"],
+                        "album_texts_for_renderer", "text_privacy_ledger", "privacy_account",
+                        "params:rendering", "params:privacy"],
                 outputs=["renderer_model", "privacy_ledger", "renderer_dp_history"],
                 name="dp_finetune_renderer_node",
             ),
             Node(
                 render_albums_node,
-                inputs=["renderer_model", "curated_texts", "privacy_ledger", "params:rendering"],
+                inputs=["renderer_model", "curated_texts", "privacy_ledger", "privacy_account",
+                        "params:rendering"],
                 outputs=["synthetic_albums", "rendering_report"],
                 name="render_albums_node",
             ),

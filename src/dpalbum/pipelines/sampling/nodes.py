@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from dpalbum import privacy
 from dpalbum.distributed import run_torchrun
 from dpalbum.models.devices import generation_device, models_on
 from dpalbum.models.sampler import (
@@ -33,14 +34,19 @@ def sample_albums(
     summary_lm: PreTrainedModel,
     caption_lm: PreTrainedModel,
     lm_tokenizer: PreTrainedTokenizerBase,
+    text_privacy_ledger: dict,
     params: SamplingConfig,
 ) -> pd.DataFrame:
     """Sample synthetic album texts: post-processing of the DP models, no privacy budget spent.
+    Refused when either LM was not trained under ``text_privacy_ledger``'s plan (stale models).
 
     Album sizes come from the public prior ``params.photos_per_album`` (see ``attrs['sampling']``).
     With ``params.nproc`` > 1 the batches are sharded over that many torchrun workers; the texts
     are the same as on one process (same device and precision).
     """
+    privacy.check_release(text_privacy_ledger, {
+        "summary_lm": getattr(summary_lm.config, "dpalbum_privacy", None),
+        "caption_lm": getattr(caption_lm.config, "dpalbum_privacy", None)}, "sampling")
     config = SamplingConfig.from_params(params)
     if config.nproc > 1:
         job = (summary_lm, caption_lm, lm_tokenizer, config)
@@ -48,4 +54,6 @@ def sample_albums(
     else:
         with models_on(generation_device(config.device), summary_lm, caption_lm):
             albums, metadata = sample_album_texts(summary_lm, caption_lm, lm_tokenizer, config)
-    return albums_to_frame(albums, metadata)
+    # the plan the texts were sampled under travels with them (parquet metadata), so rendering
+    # can refuse to release them with another run's ledger
+    return albums_to_frame(albums, {**metadata, "privacy_plan_id": text_privacy_ledger["plan_id"]})

@@ -13,7 +13,8 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 sample_albums,
-                inputs=["summary_lm", "caption_lm", "lm_tokenizer", "params:sampling"],
+                inputs=["summary_lm", "caption_lm", "lm_tokenizer", "text_privacy_ledger",
+                        "params:sampling"],
                 outputs="synthetic_texts",
                 name="sample_albums_node",
             ),
