@@ -10,8 +10,27 @@ from pathlib import Path
 import pytest
 import torch
 
-# The repository's parent holds shared/ (CI checks the repo out with ../shared beside it).
-VERIFY_LEDGER = Path(__file__).resolve().parents[2] / ".." / "shared" / "tools" / "verify_ledger.py"
+ROOT = Path(__file__).resolve().parents[2]
+OWN_VERIFIER = ROOT / "scripts" / "verify_ledger.py"  # the project's own, always run
+# The shared verifier sits beside the repo in the team's workspace (and in CI), never in a
+# user's clone: it is run in addition when present.
+SHARED_VERIFIER = ROOT.parent / "shared" / "tools" / "verify_ledger.py"
+
+
+def verifiers() -> list[Path]:
+    """The independent ledger verifiers to run: ours, plus the shared one when it exists."""
+    return [OWN_VERIFIER, *([SHARED_VERIFIER] if SHARED_VERIFIER.exists() else [])]
+
+
+def run_verifiers(path: Path, *extra: str) -> str:
+    """Run every available verifier on a written ledger; assert each passes; their output."""
+    out = []
+    for verifier in verifiers():
+        done = subprocess.run([sys.executable, str(verifier), str(path), *extra],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, f"{verifier} failed on {path}:\n{done.stdout}\n{done.stderr}"
+        out.append(done.stdout)
+    return "\n".join(out)
 
 
 @pytest.fixture(autouse=True)
@@ -25,13 +44,6 @@ def _one_thread():
 
 @pytest.fixture
 def verify_ledger() -> Callable[[Path], str]:
-    """Run the independent verifier on a written ledger; fail the test unless it passes."""
+    """Run the independent verifiers on a written ledger; fail the test unless all pass."""
 
-    def run(path: Path) -> str:
-        assert VERIFY_LEDGER.exists(), f"verify_ledger.py not found at {VERIFY_LEDGER}"
-        done = subprocess.run([sys.executable, str(VERIFY_LEDGER), str(path)],
-                              capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0, f"verify_ledger.py failed:\n{done.stdout}\n{done.stderr}"
-        return done.stdout
-
-    return run
+    return run_verifiers

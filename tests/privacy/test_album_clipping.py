@@ -7,6 +7,7 @@ import copy
 import torch
 
 from dpalbum.privacy import DPSGDConfig, clipped_album_sum, train_dp, unwrap_dp, wrap_for_dp
+from tests.privacy.tiny_models import replay
 
 from .tiny_models import (
     TinyRegressor,
@@ -60,7 +61,7 @@ def test_trainer_update_moves_by_at_most_C():
         model = copy.deepcopy(base)
         before = torch.cat([p.detach().flatten() for p in model.parameters()])
         config = DPSGDConfig(noise_multiplier=1e-9, steps=1, sample_rate=1.0, max_grad_norm=C,
-                             lr=1.0, optimizer="sgd", seed=0, album_reduction="sum",
+                             lr=1.0, optimizer="sgd", noise_source=replay(0), album_reduction="sum",
                              physical_batch_rows=7)
         train_dp(model, albums, regression_row_loss, regression_collate, config, progress=False)
         after = torch.cat([p.detach().flatten() for p in model.parameters()])

@@ -16,6 +16,7 @@ from dpalbum.privacy import (
     train_dp,
     train_dp_multiprocess,
 )
+from tests.privacy.tiny_models import replay
 
 from .tiny_models import TinyRegressor, regression_collate, regression_row_loss
 
@@ -24,7 +25,10 @@ PROJECT = Path(__file__).resolve().parents[2]
 
 def test_shards_partition_the_albums_and_keep_the_sample_rate():
     n, q, steps = 101, 0.3, 400
-    shards = [PoissonAlbumSampler(n, q, seed=7 + r, rank=r, world=3) for r in range(3)]
+    shards = [
+        PoissonAlbumSampler(n, q, replay(7 + r).stream("t", "sampling"), rank=r, world=3)
+        for r in range(3)
+    ]
     owned = sorted(i for s in shards for i in s.owned.tolist())
     assert owned == list(range(n))  # every album belongs to exactly one rank
     counts = torch.zeros(n)
@@ -34,7 +38,9 @@ def test_shards_partition_the_albums_and_keep_the_sample_rate():
     # each album joins a step with probability q, whichever rank owns it
     assert abs(float(counts.mean()) / steps - q) < 0.01
     assert float((counts / steps - q).abs().max()) < 0.12
-    assert PoissonAlbumSampler(n, q, seed=7).owned.tolist() == list(range(n))
+    assert PoissonAlbumSampler(n, q, replay(7).stream("t", "sampling")).owned.tolist() == list(
+        range(n)
+    )
 
 
 def _learnable_albums(n: int) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
@@ -48,8 +54,11 @@ def _learnable_albums(n: int) -> list[list[tuple[torch.Tensor, torch.Tensor]]]:
 
 def _mean_loss(model: torch.nn.Module, albums) -> float:
     with torch.no_grad():
-        return float(torch.cat([regression_row_loss(model, regression_collate(rows))
-                                for rows in albums]).mean())
+        return float(
+            torch.cat(
+                [regression_row_loss(model, regression_collate(rows)) for rows in albums]
+            ).mean()
+        )
 
 
 def _model() -> TinyRegressor:
@@ -58,21 +67,34 @@ def _model() -> TinyRegressor:
 
 
 def test_two_gloo_processes_give_the_single_process_epsilon_and_learn(
-        tmp_path, monkeypatch, verify_ledger):
+    tmp_path, monkeypatch, verify_ledger
+):
     monkeypatch.chdir(PROJECT)  # the workers import tests.privacy.tiny_models from here
     albums = _learnable_albums(48)
-    plan = plan_privacy({"epsilon": 8.0, "delta": 1e-5, "max_grad_norm": 1.0}, len(albums),
-                        {"lm": {"kind": "dpsgd", "noise_multiplier": "auto",
-                                "expected_batch_albums": 16, "epochs": 8,
-                                "epsilon_share": 1.0}})
-    config = DPSGDConfig.from_plan(plan, "lm", {"physical_batch_rows": 16}, lr=0.02, seed=5)
+    plan = plan_privacy(
+        {"epsilon": 8.0, "delta": 1e-5, "max_grad_norm": 1.0},
+        len(albums),
+        {
+            "lm": {
+                "kind": "dpsgd",
+                "noise_multiplier": "auto",
+                "expected_batch_albums": 16,
+                "epochs": 8,
+                "epsilon_share": 1.0,
+            }
+        },
+    )
+    # secure noise (the default): no seed is shared between the ranks, each samples its own
+    config = DPSGDConfig.from_plan(plan, "lm", {"physical_batch_rows": 16}, lr=0.02)
 
     model = _model()
     before = _mean_loss(model, albums)
-    result = train_dp_multiprocess(model, albums, regression_row_loss, regression_collate,
-                                   config, nproc=2, progress=False)
-    single = train_dp(_model(), albums, regression_row_loss, regression_collate, config,
-                      progress=False)
+    result = train_dp_multiprocess(
+        model, albums, regression_row_loss, regression_collate, config, nproc=2, progress=False
+    )
+    single = train_dp(
+        _model(), albums, regression_row_loss, regression_collate, config, progress=False
+    )
 
     # same plan, same mechanism: same q over all N albums, σ, steps, hence the same ε
     assert result.steps_taken == single.steps_taken == config.steps
@@ -93,11 +115,3 @@ def test_two_gloo_processes_give_the_single_process_epsilon_and_learn(
     path = tmp_path / "privacy_ledger.json"
     path.write_text(json.dumps(ledger))
     verify_ledger(path)
-
-
-def test_multiprocess_run_needs_a_shared_seed():
-    albums = _learnable_albums(8)
-    config = DPSGDConfig(noise_multiplier=1.0, steps=1, sample_rate=0.5, seed=None)
-    with pytest.raises(ValueError, match="noise_seed"):
-        train_dp_multiprocess(_model(), albums, regression_row_loss, regression_collate, config,
-                              nproc=2)

@@ -61,7 +61,8 @@ def test_ledger_epsilon_equals_dp_accounting_and_opacus_prv(tmp_path, verify_led
     assert opacus_prv_epsilon(plan["mechanisms"], 1e-5) == pytest.approx(prv_eps, rel=1e-6)
     assert plan["epsilon"] >= direct  # the ledger's PLD grid is the pessimistic one
     assert plan["epsilon_rdp"] > plan["epsilon"]  # RDP is the looser second opinion
-    assert plan["n_albums_is_public"] is True and "public" in plan["n_albums_note"]
+    assert plan["album_count"] == "dp" and "Laplace" in plan["n_albums_note"]
+    assert plan["noise_source"] == "secure"
     verify_ledger(write_ledger(plan, tmp_path / "plan.json"))
 
 

@@ -16,6 +16,7 @@ from opacus import GradSampleModule
 
 from dpalbum.privacy import DPSGDConfig, album_gradients, train_dp, unwrap_dp, wrap_for_dp
 from dpalbum.privacy.album_gradients import iter_album_gradient_chunks
+from tests.privacy.tiny_models import replay
 
 from .tiny_models import (
     lm_collate,
@@ -115,7 +116,7 @@ def test_lora_training_changes_only_lora_parameters():
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     albums = make_lm_albums([2] * 8)
     config = DPSGDConfig(noise_multiplier=1e-6, steps=3, sample_rate=1.0, max_grad_norm=1.0,
-                         lr=0.05, optimizer="sgd", seed=0, physical_batch_rows=8)
+                         lr=0.05, optimizer="sgd", noise_source=replay(0), physical_batch_rows=8)
     result = train_dp(model, albums, lm_row_loss, lm_collate, config, progress=False)
     changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
     assert changed and all("lora_" in n for n in changed)

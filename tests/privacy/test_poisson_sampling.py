@@ -8,6 +8,7 @@ import torch
 from scipy import stats
 
 from dpalbum.privacy import DPSGDConfig, PoissonAlbumSampler, train_dp
+from tests.privacy.tiny_models import replay
 
 from .tiny_models import (
     TinyRegressor,
@@ -35,7 +36,7 @@ def binomial_gof_pvalue(sizes: list[int], n: int, q: float) -> float:
 
 def test_sampler_batch_sizes_are_binomial_and_fixed_size_loader_is_not():
     n, q, steps = 200, 0.05, 2000
-    sampler = PoissonAlbumSampler(n, q, seed=3)
+    sampler = PoissonAlbumSampler(n, q, replay(3).stream("t", "sampling"))
     sizes = [len(sampler.sample()) for _ in range(steps)]
     assert binomial_gof_pvalue(sizes, n, q) > 1e-3
 
@@ -47,7 +48,7 @@ def test_sampler_batch_sizes_are_binomial_and_fixed_size_loader_is_not():
 def test_sampler_draws_albums_independently():
     """Each album's inclusion frequency is q (no album favoured or excluded)."""
     n, q, steps = 50, 0.2, 1000
-    sampler = PoissonAlbumSampler(n, q, seed=4)
+    sampler = PoissonAlbumSampler(n, q, replay(4).stream("t", "sampling"))
     counts = np.zeros(n)
     for _ in range(steps):
         counts[sampler.sample()] += 1
@@ -58,7 +59,7 @@ def test_sampler_draws_albums_independently():
 def test_trainer_batches_are_poisson_over_albums_and_empty_batches_are_steps():
     n, q, steps = 40, 0.05, 300
     albums = make_regression_albums(n)  # 1-4 rows per album
-    config = DPSGDConfig(noise_multiplier=1.0, steps=steps, sample_rate=q, seed=5)
+    config = DPSGDConfig(noise_multiplier=1.0, steps=steps, sample_rate=q, noise_source=replay(5))
     result = train_dp(TinyRegressor(), albums, regression_row_loss, regression_collate, config,
                       progress=False)
     sizes = [h["batch_albums"] for h in result.history]

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from dpalbum.privacy import DPSGDConfig, charge, plan_privacy, train_dp, write_ledger
+from tests.privacy.tiny_models import replay
 
 from .tiny_models import (
     TinyRegressor,
@@ -23,8 +24,16 @@ STEPS, STOP = 12, 5
 
 
 def _config(**kw) -> DPSGDConfig:
-    return DPSGDConfig(noise_multiplier=1.2, steps=STEPS, expected_batch_albums=6, lr=0.01,
-                       optimizer="adam", seed=7, physical_batch_rows=4, **kw)
+    return DPSGDConfig(
+        noise_multiplier=1.2,
+        steps=STEPS,
+        expected_batch_albums=6,
+        lr=0.01,
+        optimizer="adam",
+        noise_source=replay(7),
+        physical_batch_rows=4,
+        **kw,
+    )
 
 
 def _fresh_model() -> TinyRegressor:
@@ -33,8 +42,15 @@ def _fresh_model() -> TinyRegressor:
 
 
 def _train(config, stop_after=None):
-    return train_dp(_fresh_model(), make_regression_albums(30), regression_row_loss,
-                    regression_collate, config, progress=False, stop_after=stop_after)
+    return train_dp(
+        _fresh_model(),
+        make_regression_albums(30),
+        regression_row_loss,
+        regression_collate,
+        config,
+        progress=False,
+        stop_after=stop_after,
+    )
 
 
 def test_stop_resume_finish_equals_uninterrupted(tmp_path, verify_ledger):
@@ -52,9 +68,19 @@ def test_stop_resume_finish_equals_uninterrupted(tmp_path, verify_ledger):
     ]
     for a, b in zip(resumed.model.parameters(), straight.model.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
-    plan = plan_privacy({"epsilon": 10.0, "delta": 1e-5, "shares": {"lm": 1.0}}, 30, [
-        {"name": "lm", "kind": "dpsgd", "noise_multiplier": 1.2, "expected_batch_albums": 6,
-         "steps": STEPS}])
+    plan = plan_privacy(
+        {"epsilon": 10.0, "delta": 1e-5, "shares": {"lm": 1.0}},
+        30,
+        [
+            {
+                "name": "lm",
+                "kind": "dpsgd",
+                "noise_multiplier": 1.2,
+                "expected_batch_albums": 6,
+                "steps": STEPS,
+            }
+        ],
+    )
     ledger = charge(plan, resumed.ledger_record("lm"))
     assert ledger["mechanisms"][0]["steps"] == STEPS
     verify_ledger(write_ledger(ledger, tmp_path / "privacy_ledger.json"))
@@ -62,19 +88,31 @@ def test_stop_resume_finish_equals_uninterrupted(tmp_path, verify_ledger):
 
 def test_resume_with_other_privacy_parameters_is_refused(tmp_path):
     _train(_config(checkpoint_dir=str(tmp_path)), stop_after=2)
-    other = DPSGDConfig(noise_multiplier=0.8, steps=STEPS, expected_batch_albums=6, seed=7,
-                        checkpoint_dir=str(tmp_path))
+    other = DPSGDConfig(
+        noise_multiplier=0.8,
+        steps=STEPS,
+        expected_batch_albums=6,
+        noise_source=replay(7),
+        checkpoint_dir=str(tmp_path),
+    )
     with pytest.raises(ValueError, match="refusing to resume"):
         _train(other)
 
 
 def test_infinite_epsilon_baseline_is_loud_and_unclipped(caplog):
-    config = DPSGDConfig(noise_multiplier=0.0, steps=3, expected_batch_albums=6, seed=1,
-                         epsilon_inf_baseline=True)
+    config = DPSGDConfig(
+        noise_multiplier=0.0,
+        steps=3,
+        expected_batch_albums=6,
+        noise_source=replay(1),
+        epsilon_inf_baseline=True,
+    )
     with caplog.at_level("WARNING"):
         result = _train(config)
     assert "NON-PRIVATE BASELINE" in caplog.text
-    assert result.epsilon_so_far == float("inf") and result.ledger_record("x")[
-        "noise_multiplier"] == 0.0
+    assert (
+        result.epsilon_so_far == float("inf")
+        and result.ledger_record("x")["noise_multiplier"] == 0.0
+    )
     with pytest.raises(ValueError, match="epsilon_inf_baseline"):
         _train(DPSGDConfig(noise_multiplier=0.0, steps=3, expected_batch_albums=6))

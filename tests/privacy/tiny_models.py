@@ -98,3 +98,10 @@ def make_unet_albums(sizes, seed: int = 2):
           torch.randn(5, 32, generator=g), torch.randn(4, 8, 8, generator=g)) for _ in range(n)]
         for n in sizes
     ]
+
+
+def replay(seed: int):
+    """A replayable noise source (tests only: NOT differentially private)."""
+    from dpalbum.privacy.randomness import NoiseSource
+
+    return NoiseSource("replayable", seed)

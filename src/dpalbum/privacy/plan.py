@@ -66,6 +66,7 @@ def mechanism_catalogue(privacy_params: Mapping[str, Any] | PrivacyParams,
     """Every mechanism of this run that reads private data, in run order, as plan specs (the
     album count's scale is filled in by ``plan_run`` once its share of ε is known)."""
     params = PrivacyParams.from_dict(privacy_params)
+    params.check_run_shares()
     dp_training = _group(dp_training)
     specs: list[dict[str, Any]] = []
     if params.album_count == "dp":
