@@ -11,9 +11,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.privacy.conftest import run_verifiers
+
 ROOT = Path(__file__).resolve().parents[1]
-VERIFY = ROOT.parent / "shared" / "tools" / "verify_ledger.py"
-TEXT_PATH = ["demo_world", "captioning", "dp_training", "sampling", "text_filtering"]
+TEXT_PATH = ["demo_world", "privacy_plan", "captioning", "dp_training", "sampling",
+             "text_filtering"]
 LM = {"model": {"n_layer": 1, "n_embd": 32, "n_head": 2},
       "pretrain": {"epochs": 1}, "dp": {"expected_batch_albums": 6, "epochs": 2}}
 TINY = {  # the shipped configuration, shrunk: same nodes, same code paths
@@ -35,13 +37,17 @@ def make_project(dest: Path) -> Path:
     return dest
 
 
-def run_session(project: Path, pipelines: list[str], params: dict) -> None:
+def run_session(project: Path, pipelines: list[str], params: dict, **run_args) -> None:
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
+    import mlflow
+
+    while mlflow.active_run() is not None:  # each session its own MLflow run
+        mlflow.end_run()
     bootstrap_project(project)
     with KedroSession.create(project_path=project, runtime_params=params) as session:
-        session.run(pipeline_names=pipelines)
+        session.run(pipeline_names=pipelines, **run_args)
 
 
 @pytest.fixture(scope="module")
@@ -56,12 +62,34 @@ def project(tmp_path_factory):
 def test_text_path_writes_a_verified_ledger(project):
     # the text path's ledger (the rendering pipeline releases privacy_ledger.json from it)
     ledger_path = project / "data/08_reporting/text_privacy_ledger.json"
-    check = subprocess.run([sys.executable, str(VERIFY), str(ledger_path)], capture_output=True,
-                           text=True)
-    assert check.returncode == 0, check.stdout
+    run_verifiers(ledger_path, "--strict")  # --strict: the default noise must be secure
     ledger = json.loads(ledger_path.read_text())
     assert ledger["epsilon"] <= ledger["budget_epsilon"] == 10.0
-    assert ledger["n_albums"] == 24
+    assert ledger["noise_source"] == "secure" and ledger["album_count"] == "dp"
+    names = [m["name"] for m in ledger["mechanisms"]]
+    assert names == ["album_count", "semantic_query", "summary_lm", "caption_lm"]
+    # N is released by the DP count: the plan's N is that count, not the true 24
+    assert ledger["n_albums"] >= 1 and "Laplace" in ledger["n_albums_note"]
+    history = json.loads((project / "data/08_reporting/dp_training_history.json").read_text())
+    assert history["internal"] is True
+    sizes = {role: [h["batch_albums"] for h in history["steps"] if h["role"] == role]
+             for role in ("summary_lm", "caption_lm")}
+    assert sizes["summary_lm"] != sizes["caption_lm"]  # independent Poisson streams
+    text = ledger_path.read_text().lower() + (project / "mlflow.db").read_bytes().decode(
+        "latin-1").lower()
+    assert "noise_seed" not in text
+
+
+def test_runs_on_the_same_albums_add_up_on_one_account(project):
+    account = project / "data/08_reporting/privacy_account.json"
+    doc = json.loads(account.read_text())
+    (entry,) = doc["datasets"].values()
+    assert doc["internal"] is True
+    names = [c["mechanism"]["name"] for c in entry["charges"]]
+    assert names == ["album_count", "semantic_query", "summary_lm", "caption_lm"]
+    done = subprocess.run([sys.executable, str(ROOT / "scripts/verify_ledger.py"), "--account",
+                           str(account)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout
 
 
 def test_text_path_curates_synthetic_album_texts(project):
@@ -86,3 +114,25 @@ def test_every_run_is_an_mlflow_run_with_params_epsilon_and_models(project):
     assert "privacy_metrics.privacy_epsilon" in run.data.metrics
     models = {a.path for a in client.list_artifacts(run.info.run_id, "models")}
     assert {"models/summary_lm", "models/caption_lm", "models/captioner_model"} <= models
+
+
+def test_a_run_killed_mid_fine_tune_cannot_release_a_wrong_epsilon(project, monkeypatch):
+    """(Last: it changes the project.) A run at another ε that dies after the summary LM (before
+    the caption LM and the ledger) leaves a new summary_lm beside the old ledger: sampling must
+    refuse, naming the stale model."""
+    from dpalbum.privacy import StaleReleaseError
+
+    monkeypatch.chdir(project)
+    old_ledger = (project / "data/08_reporting/text_privacy_ledger.json").read_text()
+    params = {**TINY, "privacy": {"epsilon": 4.0}}
+    run_session(project, ["privacy_plan", "dp_training"], params,
+                to_nodes=["dp_finetune_summary_lm_node"])  # "killed" before the caption LM
+    assert (project / "data/08_reporting/text_privacy_ledger.json").read_text() == old_ledger
+    with pytest.raises(Exception) as caught:
+        run_session(project, ["sampling"], TINY)
+    chain, err = [], caught.value
+    while err is not None:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    stale = [e for e in chain if isinstance(e, StaleReleaseError)]
+    assert stale and "summary_lm" in str(stale[0]) and "plan" in str(stale[0])

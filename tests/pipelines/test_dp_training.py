@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,15 +17,17 @@ from kedro.runner import SequentialRunner
 from dpalbum.albums.demo_world import DemoWorldConfig, public_corpus_rows
 from dpalbum.albums.vocabulary import EVENTS, Protagonist, caption_for
 from dpalbum.models.summariser import template_summary
+from dpalbum.pipelines import privacy_plan
 from dpalbum.pipelines.dp_training import create_pipeline
 from dpalbum.pipelines.dp_training.nodes import (
     pretrain_lm,
     select_public_node,
 )
-from dpalbum.privacy import PrivacyBudgetExceeded
+from dpalbum.privacy import PrivacyAccountDataset, PrivacyBudgetExceeded
+from dpalbum.privacy.randomness import SEED_ENV
+from tests.privacy.conftest import run_verifiers
 
 ROOT = Path(__file__).resolve().parents[2]
-VERIFY = ROOT.parent / "shared" / "tools" / "verify_ledger.py"
 PRIVATE_PROTAGONISTS = [Protagonist("red", "circle"), Protagonist("blue", "square")]
 
 
@@ -37,7 +38,8 @@ def _params(name: str) -> dict:
 def tiny_params() -> tuple[dict, dict]:
     """The shipped parameter files, shrunk to seconds (same code paths)."""
     dp, privacy = _params("dp_training"), _params("privacy")
-    dp["seed"], privacy["noise_seed"] = 7, 7
+    dp["seed"] = 7
+    privacy["checkpoint_dir"] = None
     dp["pseudo_albums"]["n_albums"] = 60
     dp["selection"]["fraction"] = 0.5
     dp["tokenizer"]["vocab_size"] = 300
@@ -96,10 +98,11 @@ class TripwireDataset(AbstractDataset):
         return {}
 
 
-def run_text_path(public_corpus, album_texts, dp, privacy):
+def run_text_path(public_corpus, album_texts, dp, privacy, account_path):
     index = album_texts["album_id"].tolist() if isinstance(album_texts, pd.DataFrame) else [
         f"album_{i}" for i in range(24)]
-    kept = {name: KeptDataset() for name in create_pipeline().all_outputs()}
+    pipeline = privacy_plan.create_pipeline() + create_pipeline()
+    kept = {name: KeptDataset() for name in pipeline.all_outputs()}
     catalog = DataCatalog({
         **kept,
         "public_corpus": MemoryDataset(public_corpus),
@@ -108,31 +111,39 @@ def run_text_path(public_corpus, album_texts, dp, privacy):
         "private_album_index": MemoryDataset(index),
         "params:dp_training": MemoryDataset(dp), "params:privacy": MemoryDataset(privacy),
         "params:rendering": MemoryDataset({"seed": 7}),  # renderer DP fine-tune off: not planned
+        "privacy_account": PrivacyAccountDataset(str(account_path)),
     })
-    SequentialRunner().run(create_pipeline(), catalog)
+    SequentialRunner().run(pipeline, catalog)
     return catalog
 
 
 @pytest.fixture(scope="module")
-def trained(public_corpus):
+def trained(public_corpus, tmp_path_factory):
+    """Replayable noise (a test: NOT DP) so the selection check below is deterministic."""
     dp, privacy = tiny_params()
-    return run_text_path(public_corpus, private_album_texts(), dp, privacy), dp, privacy
+    privacy["noise"] = "replayable"
+    os.environ[SEED_ENV] = "7"
+    try:
+        catalog = run_text_path(public_corpus, private_album_texts(), dp, privacy,
+                                tmp_path_factory.mktemp("account") / "privacy_account.json")
+    finally:
+        del os.environ[SEED_ENV]
+    return catalog, dp, privacy
 
 
 def test_ledger_is_spent_within_budget_and_verifies(trained, tmp_path):
     catalog, _, privacy = trained
     ledger = catalog.load("text_privacy_ledger")
     assert ledger["unit"] == "album" and ledger["status"] == "spent"
-    assert [m["name"] for m in ledger["mechanisms"]] == ["semantic_query", "summary_lm",
-                                                         "caption_lm"]
+    assert [m["name"] for m in ledger["mechanisms"]] == ["album_count", "semantic_query",
+                                                         "summary_lm", "caption_lm"]
+    assert ledger["noise_source"] == "replayable" and ledger["album_count"] == "dp"
     assert all(m["status"] == "spent" and m["noise_multiplier"] > 0
                for m in ledger["mechanisms"])
     assert 0.95 * privacy["epsilon"] <= ledger["epsilon"] <= privacy["epsilon"]
     path = tmp_path / "privacy_ledger.json"
     path.write_text(json.dumps(ledger))
-    check = subprocess.run([sys.executable, str(VERIFY), str(path)], capture_output=True,
-                           text=True)
-    assert check.returncode == 0, check.stdout
+    run_verifiers(path)
     metrics = catalog.load("privacy_metrics")
     assert metrics["privacy_epsilon"]["value"] == pytest.approx(ledger["epsilon"])
 
@@ -170,22 +181,26 @@ def test_dp_fine_tuning_changed_the_models_and_they_generate(trained):
         assert out.shape[1] > 1
 
 
-def test_over_budget_plan_is_refused_before_album_texts_are_read(public_corpus):
+def test_over_budget_plan_is_refused_before_album_texts_are_read(public_corpus, tmp_path):
     dp, privacy = tiny_params()
     privacy["epsilon"] = 0.5
     for role in ("summary_lm", "caption_lm"):
         dp[role]["dp"]["noise_multiplier"] = 0.3  # explicit and far too small for ε = 0.5
     tripwire = TripwireDataset()
     with pytest.raises(PrivacyBudgetExceeded, match="budget"):
-        run_text_path(public_corpus, tripwire, dp, privacy)
+        run_text_path(public_corpus, tripwire, dp, privacy, tmp_path / "account.json")
     assert tripwire.loads == 0
 
 
-def test_dp_training_alone_plans_with_its_own_parameters():
-    """Never a stale plan: running dp_training by itself composes the budget again."""
-    pipeline = create_pipeline()
-    assert "privacy_plan" in pipeline.all_outputs()
-    assert "privacy_plan" not in pipeline.inputs()
+def test_the_plan_has_one_writer_and_no_pipeline_imports_another():
+    """privacy_plan is written by the privacy_plan pipeline only; dp_training reads it."""
+    assert "privacy_plan" in create_pipeline().inputs()
+    assert privacy_plan.create_pipeline().all_outputs() == {"privacy_plan"}
+    for path in (ROOT / "src/dpalbum/pipelines").glob("*/*.py"):
+        own = path.parent.name
+        for line in path.read_text().splitlines():
+            if line.startswith(("from dpalbum.pipelines.", "import dpalbum.pipelines.")):
+                assert line.split()[1].split(".")[2] == own, f"{path}: {line}"
 
 
 def test_every_node_reading_private_text_depends_on_the_ledger():
@@ -217,7 +232,8 @@ def test_dp_finetune_on_two_torchrun_processes_charges_the_single_process_epsilo
     before = {k: v.clone() for k, v in base.state_dict().items()}
     model, ledger, history = dp_finetune_lm(
         "summary_lm", base, catalog.load("lm_tokenizer"), private_album_texts(),
-        catalog.load("ledger_after_query"), two, privacy)
+        catalog.load("ledger_after_query"), catalog.load("privacy_account"), two,
+        {**privacy, "noise": "secure"})  # no seed shared between the ranks
     single = catalog.load("ledger_after_summary_lm")
     mech = {m["name"]: m for m in ledger["mechanisms"]}["summary_lm"]
     expected = {m["name"]: m for m in single["mechanisms"]}["summary_lm"]

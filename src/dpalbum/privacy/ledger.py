@@ -85,6 +85,11 @@ def _mechanism_from_spec(
         batch = float(spec["expected_batch_albums"])
         # Sampling is over albums: q = albums per batch / number of albums (never rows).
         q = batch / n_albums
+        if q > 1:  # a batch larger than the (DP) album count: every album in every step
+            logger.warning("%s: expected batch %g exceeds the %d albums: sample rate capped at 1 "
+                           "(set its expected_batch_albums to at most %d to silence this)",
+                           name, batch, n_albums, n_albums)
+            q, batch = 1.0, float(n_albums)
     if not 0 < q <= 1:
         raise LedgerError(f"{name}: sample rate {q:.4g} (batch {batch} of {n_albums} albums) "
                           "must be in (0, 1]")
