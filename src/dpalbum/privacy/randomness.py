@@ -53,7 +53,7 @@ def _chacha(seed: np.random.SeedSequence | None) -> np.random.Generator:
     from randomgen import ChaCha
 
     if seed is None:  # 256 bits from the OS: the key is never stored anywhere
-        return np.random.Generator(ChaCha(key=20261123, counter=0, rounds=20))
+        return np.random.Generator(ChaCha(key=secrets.randbits(256), counter=0, rounds=20))
     return np.random.Generator(ChaCha(seed=seed, rounds=20))
 
 
