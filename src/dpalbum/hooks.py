@@ -1,10 +1,11 @@
 """Project hooks around the MLflow run kedro-mlflow opens for every ``kedro run``.
 
-``FlatParamsHook`` logs every parameter, flattened; ``MlflowReleaseHook`` logs the released
-models and the privacy ledger (ε, δ, unit as tags). kedro-mlflow logs a node's ``params:``
-inputs itself, but a typed config (a dataclass validated
-by Kedro) reaches it as one truncated repr string; this hook logs the raw values as
-``<group>.<key>`` so each MLflow run is fully described by its parameters.
+``FlatParamsHook`` logs every parameter, flattened, except noise seeds; ``MlflowReleaseHook``
+logs the released models and the privacy ledger, and is the run's ONLY writer of privacy tags
+(``dpalbum.privacy.ledger_tags``: evaluation writes none). kedro-mlflow logs a node's ``params:``
+inputs itself, but a typed config (a dataclass validated by Kedro) reaches it as one truncated
+repr string; this hook logs the raw values as ``<group>.<key>`` so each MLflow run is fully
+described by its parameters.
 """
 
 from __future__ import annotations
@@ -19,6 +20,15 @@ from kedro.framework.hooks import hook_impl
 
 logger = logging.getLogger(__name__)
 MLFLOW_PARAM_MAX = 500  # MLflow 3 keeps at most this many characters of a param value
+
+
+def loggable(key: str) -> bool:
+    """False for a seed under a ``privacy`` group: whoever knows the noise seed can replay the DP
+    noise and subtract it, so it must never sit on an MLflow run (defence in depth)."""
+    parts = key.split(".")
+    if "privacy" not in parts:
+        return True
+    return not any("seed" in part for part in parts[parts.index("privacy") + 1:])
 
 
 def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -67,24 +77,53 @@ class FlatParamsHook:
         self._logged = True
         existing = mlflow.active_run().data.params
         flat = {k: v for k, v in flatten(self._params).items()
-                if "." in k and k not in existing}
+                if "." in k and k not in existing and loggable(k)}
         for start in range(0, len(flat), 100):  # MLflow caps a batch at 100 params
             chunk = dict(list(flat.items())[start:start + 100])
             mlflow.log_params(chunk)
         logger.info("logged %d flattened parameters to MLflow", len(flat))
 
 
+LEDGERS = ("text_privacy_ledger", "privacy_ledger")
+
+
 class MlflowReleaseHook:
-    """Puts released artefacts on the kedro-mlflow run as they are saved: every model folder
-    (``ModelFolderDataset``) as artifacts, and the privacy ledger as ε/δ/unit tags plus a JSON
-    artifact, so each MLflow run says which models it made and how private they are."""
+    """Puts released artefacts on the kedro-mlflow run: every model folder
+    (``ModelFolderDataset``) as artifacts, and the privacy ledger as tags
+    (``dpalbum.privacy.ledger_tags``, the only privacy tags of a run) plus a JSON artifact, so
+    each MLflow run says which models it made and how private they are."""
 
     def __init__(self) -> None:
         self._catalog = None
+        self._ledgers_logged: set[str] = set()
 
     @hook_impl
     def after_catalog_created(self, catalog) -> None:
         self._catalog = catalog
+
+    @hook_impl
+    def before_pipeline_run(self, run_params, pipeline, catalog) -> None:
+        self._ledgers_logged = set()
+
+    def _log_ledger(self, dataset_name: str, ledger: dict[str, Any]) -> None:
+        """Privacy tags and the ledger artifact (``privacy/<name>.json``) of the active run."""
+        import mlflow
+
+        from dpalbum.privacy import ledger_tags
+
+        mlflow.set_tags(ledger_tags(ledger))
+        mlflow.log_dict(ledger, f"privacy/{dataset_name}.json")
+        self._ledgers_logged.add(dataset_name)
+
+    @hook_impl
+    def after_dataset_loaded(self, dataset_name: str, data: Any, node) -> None:
+        # A run that only reads the final ledger (kedro run --pipelines evaluation) is tagged
+        # with it once; a run that saved it was tagged when it saved it.
+        import mlflow
+
+        if (dataset_name == "privacy_ledger" and dataset_name not in self._ledgers_logged
+                and mlflow.active_run() is not None):
+            self._log_ledger(dataset_name, data)
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str, data: Any, node) -> None:
@@ -94,11 +133,8 @@ class MlflowReleaseHook:
             return
         # text_privacy_ledger: what a text-path run releases; privacy_ledger (rendering, later in
         # a full run) supersedes its tags with the whole run's ledger
-        if dataset_name in ("text_privacy_ledger", "privacy_ledger"):
-            from dpalbum.privacy import ledger_tags
-
-            mlflow.set_tags(ledger_tags(data))
-            mlflow.log_dict(data, f"privacy/{dataset_name}.json")
+        if dataset_name in LEDGERS:
+            self._log_ledger(dataset_name, data)
             return
         from dpalbum.models.io import ModelFolderDataset
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import functools
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from dpalbum.pipelines.evaluation.config import (
     PrivacyAuditConfig,
     ReportConfig,
     TextMetricsConfig,
+    TrackingConfig,
     UtilityConfig,
 )
 from dpalbum.pipelines.evaluation.datasets import OptionalParquetDataset
@@ -71,6 +73,7 @@ def _params() -> dict:
         "params:evaluation.membership": MembershipConfig(),
         "params:evaluation.privacy_audit": PrivacyAuditConfig(),  # the release run: no audit
         "params:evaluation.report": ReportConfig(n_gallery_albums=3, n_public_samples=4),
+        "params:evaluation.tracking": TrackingConfig(),
         "params:sampling": SamplingConfig(show_progress=False),
         "params:captioning.summariser": SummariserConfig(),
     }
@@ -100,7 +103,8 @@ def _catalog(plot: bytes | None = None) -> DataCatalog:
     datasets = {name: MemoryDataset(value, copy_mode="assign") for name, value in inputs.items()}
     for name in ("evaluation_network", "heldout_album_texts", "evaluation_metrics", "audit_lms",
                  "audit_canaries", "audit_training_texts",
-                 "evaluation_mlflow_metrics", "evaluation_run_tags", "evaluation_report",
+                 "released_metrics", "evaluation_mlflow_metrics",
+                 "evaluation_internal_mlflow_metrics", "evaluation_report",
                  *[output for output, _, _ in SECTIONS]):
         datasets[name] = KeptDataset(copy_mode="assign")
     return DataCatalog(datasets)
@@ -124,15 +128,18 @@ def _png(image: np.ndarray) -> bytes:
 def test_pipeline_measures_every_section_or_says_why():
     doc = _run().load("evaluation_metrics")
     names = {output.removesuffix("_section") for output, _, _ in SECTIONS}
-    measured = set(doc["released"]) | set(doc["internal"])
-    assert measured | set(doc["absent"]) == names
+    measured = set(doc["released"]) | set(doc["internal_sections"])
+    assert measured | set(doc["absent"]) | set(doc["internal_absent"]) == names
     # the tiny world has everything; the insertion audit runs only in a dedicated audit run
-    assert set(doc["absent"]) == {"privacy_audit"}, doc["absent"]
-    assert "not an audit run" in doc["absent"]["privacy_audit"]
+    assert doc["absent"] == {} and set(doc["internal_absent"]) == {"privacy_audit"}
+    assert "not an audit run" in doc["internal_absent"]["privacy_audit"]
     assert doc["skipped"] == {"sections": 1, "missing_inputs": {}}
     assert catalog_audit_outputs_empty(_run())
+    # the test ledger predates noise_source / album_count: said, not guessed
     assert doc["privacy"] == {"epsilon": 8.0, "delta": 1e-5, "unit": "album",
-                              "budget_epsilon": 10.0}
+                              "budget_epsilon": 10.0, "neighbouring": "add or remove one album",
+                              "noise_source": "unknown", "album_count": "unknown"}
+    assert doc["internal"] is True
     assert doc["released"]["evaluation_network"]["scene_accuracy"] > 0.9
 
 
@@ -151,16 +158,23 @@ def test_heldout_texts_are_made_like_training_texts():
     assert [len(c) for c in texts["captions"]] == [len(a) for a in w["heldout_albums"]]
 
 
-def test_mlflow_metrics_and_tags_come_from_the_document():
+def test_mlflow_metrics_are_released_and_internal_ones_apart():
     catalog = _run()
     doc, metrics = catalog.load("evaluation_metrics"), catalog.load("evaluation_mlflow_metrics")
-    assert metrics["image_fidelity.local_fd"]["value"] == pytest.approx(
-        doc["internal"]["image_fidelity"]["local_fd"], rel=1e-5)
+    released = catalog.load("released_metrics")
+    assert released["internal"] is False and released["released"] == doc["released"]
+    assert not set(doc["internal_sections"]) & set(json.dumps(released).split('"'))
+    assert {k.split(".")[0] for k in metrics} == set(doc["released"]) | {"privacy"}
+    assert metrics["caption_agreement.scene_agreement"]["value"] == pytest.approx(
+        doc["released"]["caption_agreement"]["scene_agreement"], rel=1e-5)
     assert all(set(v) == {"value", "step"} for v in metrics.values())
     assert metrics["privacy.epsilon"]["value"] == 8.0
-    tags = catalog.load("evaluation_run_tags")
-    assert tags["privacy.epsilon"] == "8" and tags["privacy.unit"] == "album"
-    assert tags["privacy.mechanisms"] == "semantic_query,summary_lm"
+    internal = catalog.load("evaluation_internal_mlflow_metrics")
+    assert internal["image_fidelity.local_fd"]["value"] == pytest.approx(
+        doc["internal_sections"]["image_fidelity"]["local_fd"], rel=1e-5)
+    assert not set(internal) & set(metrics)
+    assert "collect_metrics_node" in {n.name for n in create_pipeline().nodes}
+    assert not any("tags" in o for o in create_pipeline().all_outputs())  # the hook tags
 
 
 def test_report_shows_no_private_text_or_photo():
@@ -186,7 +200,7 @@ def test_released_report_drops_internal_metrics():
     released = nodes.build_report_node(doc, ledger(), synthetic_albums(), public_corpus(), None,
                                        ReportConfig(include_internal_metrics=False))
     assert "image_fidelity" not in released and "membership_inference" not in released
-    assert "caption_agreement" in released and "No privacy-utility plot" in released
+    assert "caption_agreement" in released and "left out of this released report" in released
 
 
 def catalog_audit_outputs_empty(catalog: DataCatalog) -> bool:
@@ -204,12 +218,16 @@ def test_without_ground_truth_the_sections_needing_it_say_not_available(caplog):
         utility = nodes.utility_node(albums, w["private_albums"], w["heldout_albums"],
                                      pd.DataFrame(), net, UtilityConfig())
     assert "skipped: no ground truth" in caplog.text
-    doc, metrics, _ = nodes.collect_metrics_node(ledger(), attributes, utility)
-    assert set(doc["absent"]) == {"attribute_fidelity", "utility"}
-    assert all(r.startswith("not available: no ground_truth") for r in doc["absent"].values())
+    doc, _, _ = nodes.collect_metrics_node(ledger(), attributes, utility)
+    assert set(doc["internal_absent"]) == {"attribute_fidelity", "utility"}
+    assert all(r.startswith("not available: no ground_truth")
+               for r in doc["internal_absent"].values())
     assert doc["skipped"] == {"sections": 2, "missing_inputs": {"ground_truth": 2}}
-    assert metrics["skipped.missing_ground_truth"]["value"] == 2
-    html = nodes.build_report_node(doc, ledger(), albums, public_corpus(), None, ReportConfig())
+    internal = nodes.internal_metrics_node(doc, TrackingConfig())
+    assert internal["skipped.missing_ground_truth"]["value"] == 2
+    assert nodes.internal_metrics_node(doc, TrackingConfig("none")) == {}
+    html = nodes.build_report_node(doc, ledger(), albums, public_corpus(), None,
+                                   ReportConfig(include_internal_metrics=True))
     assert "Not measured in this run" in html and "not available: no ground_truth" in html
 
 

@@ -80,7 +80,7 @@ def _render(tmp_path, **config) -> tuple[str, object]:
 
 
 def test_report_is_self_contained_and_complete(tmp_path):
-    html, _ = _render(tmp_path)
+    html, _ = _render(tmp_path, include_internal_metrics=True)
     assert not re.search(r"""(src|href)=['"](?!data:)""", html)  # nothing fetched from outside
     assert "semantic_query" in html and "noise_multiplier" in html  # the ledger table
     assert "local_fd" in html and "not comparable to published FID" in html
@@ -88,6 +88,40 @@ def test_report_is_self_contained_and_complete(tmp_path):
     assert "n/a" in html  # NaN shown as n/a
     assert "privacy-utility plot" in html
     assert html.count("class='internal'") >= 1
+    assert '<meta name="dpalbum-internal" content="true">' in html
+
+
+INTERNAL = ("image_fidelity", "privacy_audit")  # the internal sections of _document()
+
+
+def test_report_defaults_to_released_numbers_only(tmp_path):
+    assert ReportConfig().include_internal_metrics is False
+    html, _ = _render(tmp_path)
+    assert "caption_agreement" in html and "scene_agreement" in html  # released: shown
+    for name in INTERNAL:
+        assert name not in html and report.SECTION_TITLES[name] not in html, name
+    assert "local_fd" not in html and "not an audit run" not in html  # nor their numbers, reasons
+    assert "class='internal'" not in html
+    assert "<img class='plot'" not in html  # the ε sweep's plot draws internal metrics
+    assert '<meta name="dpalbum-internal" content="false">' in html
+
+
+def _noise_report(noise_source: str | None) -> str:
+    ledger_ = ledger() | ({"noise_source": noise_source} if noise_source else {})
+    return report.render_report(_document(), ledger_, synthetic_albums(n=2), public_corpus(),
+                                None, ReportConfig())
+
+
+def test_replayable_noise_is_flagged_not_dp():
+    warning = "NOT differentially private: noise is replayable from a seed"
+    replayable = _noise_report("replayable")
+    assert warning in replayable
+    assert replayable.index(warning) < replayable.index("<h2>Privacy ledger</h2>")  # on top
+    assert warning not in _noise_report("secure")
+    older = _noise_report(None)  # a ledger from before noise_source was recorded
+    assert warning not in older and "Noise source unknown" in older
+    assert "noise source: <b>unknown</b>" in older
+    assert "Noise source unknown" not in _noise_report("secure")
 
 
 def test_inf_epsilon_is_flagged_non_private(tmp_path):
@@ -97,7 +131,7 @@ def test_inf_epsilon_is_flagged_non_private(tmp_path):
 
 
 def test_gallery_renders_in_headless_chromium(tmp_path, chromium):
-    _, path = _render(tmp_path)
+    _, path = _render(tmp_path, include_internal_metrics=True)  # the internal report: + plot
     done = subprocess.run(
         [chromium, *HEADLESS_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
          "--virtual-time-budget=5000", "--dump-dom", path.as_uri()],

@@ -1,5 +1,6 @@
-"""The evaluation catalog entries as written in conf/base/catalog_evaluation.yml: metrics, tags,
-metrics.json and report.html land in an MLflow run (a temporary sqlite store here)."""
+"""The evaluation catalog entries as written in conf/base/catalog_evaluation.yml: released
+metrics, released_metrics.json and report.html land in an MLflow run, internal metrics in its
+internal child run, metrics.json on disk only (a temporary sqlite store here)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from kedro.io import DataCatalog
 from mlflow.tracking import MlflowClient
 
 from dpalbum.pipelines.evaluation import report
-from dpalbum.pipelines.evaluation.datasets import MlflowTagsDataset, OptionalFileDataset
+from dpalbum.pipelines.evaluation.datasets import MlflowInternalRunDataset, OptionalFileDataset
 from tests.pipelines.test_evaluation_world import ledger
 
 CATALOG = Path(__file__).resolve().parents[2] / "conf/base/catalog_evaluation.yml"
@@ -48,44 +49,57 @@ def mlflow_run(experiment_id):
         yield run.info.run_id
 
 
-def test_metrics_tags_and_artifacts_reach_the_run(tmp_path, mlflow_run):
+def test_metrics_and_artifacts_reach_the_run(tmp_path, mlflow_run):
     catalog = _catalog(tmp_path)
     doc = report.assemble_metrics(ledger(), [
         report.section("image_fidelity", internal=True, metrics={"local_fd": 3.5, "kid": 0.02}),
+        report.section("caption_agreement", internal=False, metrics={"scene_agreement": 0.75}),
         report.section("privacy_audit", internal=True, absent="not an audit run")])
+    released = report.released_metrics(doc)
     catalog.save("evaluation_metrics", doc)
-    catalog.save("evaluation_mlflow_metrics", report.mlflow_metrics(doc))
-    catalog.save("evaluation_run_tags", report.privacy_tags(ledger()))
+    catalog.save("released_metrics", released)
+    catalog.save("evaluation_mlflow_metrics", report.mlflow_metrics(released))
+    catalog.save("evaluation_internal_mlflow_metrics", report.internal_mlflow_metrics(doc))
     catalog.save("evaluation_report", "<html><body>report</body></html>")
 
     run = MlflowClient().get_run(mlflow_run)
-    assert run.data.metrics["eval.image_fidelity.local_fd"] == 3.5
-    assert run.data.metrics["eval.privacy.epsilon"] == 8.0
-    assert run.data.tags["privacy.epsilon"] == "8"
-    assert run.data.tags["privacy.delta"] == "1e-05"
-    assert run.data.tags["privacy.unit"] == "album"
+    assert run.data.metrics == {"eval.caption_agreement.scene_agreement": 0.75,
+                                "eval.privacy.epsilon": 8.0}
     artifacts = {a.path for a in MlflowClient().list_artifacts(mlflow_run)}
-    assert {"metrics.json", "report.html"} <= artifacts
+    assert {"released_metrics.json", "report.html"} <= artifacts
+    assert "metrics.json" not in artifacts  # internal: on disk only
     saved = json.loads((tmp_path / "data/08_reporting/metrics.json").read_text())
-    assert saved["absent"] == {"privacy_audit": "not an audit run"}
+    assert saved["internal"] is True
+    assert saved["internal_absent"] == {"privacy_audit": "not an audit run"}
     assert catalog.load("evaluation_metrics") == saved
+    shipped = json.loads((tmp_path / "data/08_reporting/released_metrics.json").read_text())
+    assert shipped["internal"] is False and set(shipped["released"]) == {"caption_agreement"}
+    assert catalog.load("evaluation_internal_mlflow_metrics") == {
+        "image_fidelity.local_fd": 3.5, "image_fidelity.kid": 0.02, "skipped.sections": 1.0}
 
 
-def test_tags_dataset_without_a_run_logs_nothing(experiment_id, caplog):
+def test_internal_run_dataset_without_a_run_logs_nothing(experiment_id, caplog):
     assert mlflow.active_run() is None
-    MlflowTagsDataset().save({"privacy.epsilon": "1"})  # no active run: warn, start no run
+    before = len(MlflowClient().search_runs([experiment_id]))
+    MlflowInternalRunDataset().save({"a.b": 1.0})  # no active run: warn, start no run
     assert "no active MLflow run" in caplog.text
     assert mlflow.active_run() is None
+    assert len(MlflowClient().search_runs([experiment_id])) == before
 
 
-def test_tags_dataset_respects_kedro_mlflow_switch(tmp_path, mlflow_run):
-    dataset = MlflowTagsDataset(prefix="dp")
+def test_internal_run_dataset_respects_kedro_mlflow_switch(mlflow_run, experiment_id):
+    dataset = MlflowInternalRunDataset(prefix="eval")
     dataset._logging_activated = False  # what kedro-mlflow does when tracking is disabled
-    dataset.save({"epsilon": "1"})
-    assert "dp.epsilon" not in MlflowClient().get_run(mlflow_run).data.tags
+    dataset.save({"image_fidelity.kid": 0.1})
     dataset._logging_activated = True
-    dataset.save({"epsilon": "1"})
-    assert dataset.load() == {"epsilon": "1"}
+    dataset.save({})  # nothing to log (internal_metrics_to_mlflow: none): no child run
+    children = f"tags.`mlflow.parentRunId` = '{mlflow_run}'"
+    assert not MlflowClient().search_runs([experiment_id], children)
+    dataset.save({"image_fidelity.kid": {"value": 0.1, "step": 0}})
+    (child,) = MlflowClient().search_runs([experiment_id], children)
+    assert child.data.tags["dpalbum.internal"] == "true" and child.info.status == "FINISHED"
+    assert dataset.load() == {"image_fidelity.kid": 0.1}
+    assert mlflow.active_run().info.run_id == mlflow_run  # the released run stays active
 
 
 def test_optional_file_dataset(tmp_path):
@@ -101,7 +115,8 @@ def test_catalog_names_match_the_pipeline():
     config = yaml.safe_load(CATALOG.read_text())
     outputs = create_pipeline().all_outputs()
     persisted = {"evaluation_network", "heldout_album_texts", "evaluation_metrics",
-                 "evaluation_mlflow_metrics", "evaluation_run_tags", "evaluation_report"}
+                 "released_metrics", "evaluation_mlflow_metrics",
+                 "evaluation_internal_mlflow_metrics", "evaluation_report"}
     assert persisted <= outputs and persisted <= set(config)
     assert "privacy_utility_plot" in create_pipeline().inputs() and "privacy_utility_plot" in config
 

@@ -33,8 +33,11 @@ QUALITY_TARGETS = {"scene_accuracy": 0.9, "protagonist_accuracy": 0.9}  # issue 
 
 
 def report_ingestion_node(private_albums: AlbumSet, privacy_plan: dict[str, Any]) -> dict:
-    """The ingestion report of the private album folder (counts and skips, no content)."""
-    return private_albums.report
+    """The ingestion report of the private album folder (counts and skips, no content): exact
+    counts of private data, so an internal file."""
+    return {**private_albums.report, "internal": True,
+            "internal_means": "exact counts read from the private album folder, NOT covered by "
+                              "the privacy ledger; keep inside the team"}
 
 
 def train_captioner_node(public_corpus: pd.DataFrame, captioner: CaptionerConfig) -> Captioner:

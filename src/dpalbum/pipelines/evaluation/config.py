@@ -140,6 +140,18 @@ class ReportConfig:
 
     n_gallery_albums: int = 8
     n_public_samples: int = 16
-    include_internal_metrics: bool = True  # False: a report safe to release with the data
+    include_internal_metrics: bool = False  # True: an INTERNAL report, for the data team only
     thumbnail_px: int = 96  # display size of a photo (pixels are upscaled, not resampled)
     seed: int = 0
+
+
+@dataclass
+class TrackingConfig:
+    """Where internal metrics go: a child MLflow run tagged internal, or nowhere."""
+
+    internal_metrics_to_mlflow: str = "child_run"  # child_run | none
+
+    def __post_init__(self) -> None:
+        if self.internal_metrics_to_mlflow not in ("child_run", "none"):
+            raise ValueError("evaluation.tracking.internal_metrics_to_mlflow must be child_run or "
+                             f"none, got {self.internal_metrics_to_mlflow!r}")

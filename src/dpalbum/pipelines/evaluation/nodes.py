@@ -33,6 +33,7 @@ from dpalbum.pipelines.evaluation.config import (
     MembershipConfig,
     ReportConfig,
     TextMetricsConfig,
+    TrackingConfig,
     UtilityConfig,
 )
 
@@ -351,10 +352,20 @@ def membership_inference_node(summary_lm: Any, caption_lm: Any, lm_tokenizer: An
 
 def collect_metrics_node(
     privacy_ledger: dict[str, Any], *sections: dict[str, Any]
-) -> tuple[dict[str, Any], dict[str, dict[str, float]], dict[str, str]]:
-    """metrics.json (released/internal/absent), the MLflow metrics and the run's privacy tags."""
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, float]]]:
+    """metrics.json (internal: every section), released_metrics.json and the released MLflow
+    metrics (privacy tags are the hook's: one writer, ``dpalbum.privacy.ledger_tags``)."""
     document = report.assemble_metrics(privacy_ledger, list(sections))
-    return document, report.mlflow_metrics(document), report.privacy_tags(privacy_ledger)
+    released = report.released_metrics(document)
+    return document, released, report.mlflow_metrics(released)
+
+
+def internal_metrics_node(evaluation_metrics: dict[str, Any],
+                          tracking: TrackingConfig) -> dict[str, dict[str, float]]:
+    """The internal metrics for the internal child MLflow run, or none (``tracking`` switch)."""
+    if tracking.internal_metrics_to_mlflow == "none":
+        return {}
+    return report.internal_mlflow_metrics(evaluation_metrics)
 
 
 def build_report_node(evaluation_metrics: dict[str, Any], privacy_ledger: dict[str, Any],

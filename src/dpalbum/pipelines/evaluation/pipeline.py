@@ -1,7 +1,8 @@
 """Wiring of the ``evaluation`` pipeline: metric sections in parallel, then metrics and report.
 
 Every section node reads only what its metric needs, so a section runs (and is tested) on its
-own; ``collect_metrics_node`` gathers them into metrics.json, the MLflow metrics and run tags.
+own; ``collect_metrics_node`` gathers them into metrics.json (internal), released_metrics.json
+and the released MLflow metrics; ``internal_metrics_node`` routes internal ones to a child run.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ SECTIONS: list[tuple[str, Callable[..., dict], list[str]]] = [
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    """Evaluation network, metric sections, metrics.json + MLflow, report.html."""
+    """Evaluation network, metric sections, metrics documents + MLflow, report.html."""
     return Pipeline(
         [
             Node(nodes.train_evaluation_network_node,
@@ -66,9 +67,11 @@ def create_pipeline(**kwargs) -> Pipeline:
               for output, func, inputs in SECTIONS],
             Node(nodes.collect_metrics_node,
                  inputs=["privacy_ledger", *[output for output, _, _ in SECTIONS]],
-                 outputs=["evaluation_metrics", "evaluation_mlflow_metrics",
-                          "evaluation_run_tags"],
+                 outputs=["evaluation_metrics", "released_metrics", "evaluation_mlflow_metrics"],
                  name="collect_metrics_node"),
+            Node(nodes.internal_metrics_node,
+                 inputs=["evaluation_metrics", f"{P}.tracking"],
+                 outputs="evaluation_internal_mlflow_metrics", name="internal_metrics_node"),
             Node(nodes.build_report_node,
                  inputs=["evaluation_metrics", "privacy_ledger", "synthetic_albums",
                          "public_corpus", "privacy_utility_plot", f"{P}.report"],

@@ -1,10 +1,13 @@
-"""The metrics document (metrics.json), its MLflow form, and the self-contained report.html.
+"""The metrics documents (metrics.json, released_metrics.json), their MLflow form, report.html.
 
 Privacy marking: a section is ``internal`` when computing it read private data (photos, texts,
 ground truth or the private-trained LMs on private texts). Internal numbers are aggregates, not
-covered by the ledger's ε: they stay with the data team. The report never shows a private photo or
-text: its gallery is synthetic albums and public-corpus images; with
-``include_internal_metrics: false`` it also drops internal numbers and can ship with the data.
+covered by the ledger's ε: they stay with the data team. So metrics.json (every section) carries
+``"internal": true``; released_metrics.json (released sections and the ledger's privacy block,
+``"internal": false``) and the released metrics are what the run's MLflow run gets; internal
+metrics go to a child run tagged internal, or nowhere. The report never shows a private photo or
+text: its gallery is synthetic albums and public-corpus images; by default
+(``include_internal_metrics: false``) it also drops internal numbers and can ship with the data.
 """
 
 from __future__ import annotations
@@ -22,6 +25,12 @@ import pandas as pd
 from PIL import Image
 
 from dpalbum.albums.model import AlbumSet
+from dpalbum.pipelines.rendering.data_card import (
+    REPLAYABLE_WARNING,
+    album_count,
+    neighbouring,
+    noise_source,
+)
 
 # One line per metric: what it measures and which way is better. Keys: section.metric (task-
 # and role-specific names are matched on their suffix, see ``explain``).
@@ -162,64 +171,81 @@ def _json_number(value: float) -> float | str | None:
     return round(value, 6)
 
 
+INTERNAL_MEANS = ("computed from private data (photos, texts, ground truth): aggregate "
+                  "statistics NOT covered by the privacy ledger; keep inside the team")
+
+
+def privacy_block(privacy_ledger: dict[str, Any]) -> dict[str, Any]:
+    """The ledger facts both metrics documents carry (missing noise source: "unknown")."""
+    block = {k: privacy_ledger.get(k) for k in ("epsilon", "delta", "unit", "budget_epsilon")}
+    return block | {"neighbouring": neighbouring(privacy_ledger),
+                    "noise_source": noise_source(privacy_ledger),
+                    "album_count": album_count(privacy_ledger)}
+
+
 def assemble_metrics(privacy_ledger: dict[str, Any],
                      sections: list[dict[str, Any]]) -> dict[str, Any]:
-    """metrics.json: run privacy, then released and internal sections, then what was absent."""
+    """metrics.json (internal): run privacy, released and internal sections, what was absent."""
     doc: dict[str, Any] = {
         "generated": datetime.now(UTC).isoformat(timespec="seconds"),
-        "privacy": {k: privacy_ledger.get(k) for k in ("epsilon", "delta", "unit",
-                                                       "budget_epsilon")},
-        "released": {}, "internal": {}, "absent": {}, "notes": {},
-        "internal_means": "computed from private data (photos, texts, ground truth): aggregate "
-                          "statistics NOT covered by the privacy ledger; keep inside the team",
+        "internal": True, "internal_means": INTERNAL_MEANS,
+        "privacy": privacy_block(privacy_ledger),
+        "released": {}, "internal_sections": {}, "absent": {}, "internal_absent": {},
+        "notes": {},
     }
     for s in sections:
         if s["absent"] is not None:
-            doc["absent"][s["name"]] = s["absent"]
+            doc["internal_absent" if s["internal"] else "absent"][s["name"]] = s["absent"]
         else:
-            part = "internal" if s["internal"] else "released"
+            part = "internal_sections" if s["internal"] else "released"
             doc[part][s["name"]] = {k: _json_number(v) for k, v in s["metrics"].items()}
         if s["notes"]:
             doc["notes"][s["name"]] = s["notes"]
     missing = [s["notes"].get("missing_input") for s in sections if s["absent"] is not None]
-    doc["skipped"] = {"sections": len(doc["absent"]),
+    doc["skipped"] = {"sections": len(doc["absent"]) + len(doc["internal_absent"]),
                       "missing_inputs": dict(Counter(m for m in missing if m))}
     return doc
 
 
+def released_metrics(document: dict[str, Any]) -> dict[str, Any]:
+    """released_metrics.json: the released sections and the privacy block, nothing internal."""
+    released = set(document["released"]) | set(document["absent"])
+    return {"generated": document["generated"], "internal": False,
+            "privacy": document["privacy"], "released": document["released"],
+            "absent": document["absent"],
+            "notes": {k: v for k, v in document["notes"].items() if k in released}}
+
+
+def _finite_metrics(part: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    return {f"{name}.{key}": {"value": float(value), "step": 0}
+            for name, values in part.items() for key, value in values.items()
+            if isinstance(value, int | float) and math.isfinite(value)}
+
+
 def mlflow_metrics(document: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Finite numbers as ``{section.metric: {value, step}}`` (MlflowMetricsHistoryDataset)."""
-    out: dict[str, dict[str, float]] = {}
-    for part in ("released", "internal"):
-        for name, values in document[part].items():
-            for key, value in values.items():
-                if isinstance(value, int | float) and math.isfinite(value):
-                    out[f"{name}.{key}"] = {"value": float(value), "step": 0}
-    skipped = document.get("skipped", {})
-    if skipped:
-        out["skipped.sections"] = {"value": float(skipped["sections"]), "step": 0}
-        for name, count in skipped["missing_inputs"].items():
-            out[f"skipped.missing_{name}"] = {"value": float(count), "step": 0}
+    """Released sections' finite numbers and ε as ``{section.metric: {value, step}}``
+    (MlflowMetricsHistoryDataset): never an internal section, whichever document is given."""
+    out = _finite_metrics(document["released"])
     epsilon = _epsilon(document["privacy"])
     if math.isfinite(epsilon):
         out["privacy.epsilon"] = {"value": epsilon, "step": 0}
     return out
 
 
+def internal_mlflow_metrics(document: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Internal sections' finite numbers and the skipped counts, for the internal child run."""
+    out = _finite_metrics(document["internal_sections"])
+    skipped = document.get("skipped", {})
+    if skipped:
+        out["skipped.sections"] = {"value": float(skipped["sections"]), "step": 0}
+        for name, count in skipped["missing_inputs"].items():
+            out[f"skipped.missing_{name}"] = {"value": float(count), "step": 0}
+    return out
+
+
 def _epsilon(privacy: dict[str, Any]) -> float:
     eps = privacy.get("epsilon")
     return math.inf if eps in (None, "inf", "Infinity") else float(eps)
-
-
-def privacy_tags(privacy_ledger: dict[str, Any]) -> dict[str, str]:
-    """MLflow run tags: ε, δ, unit, whether the run is private at all, its mechanisms."""
-    eps = _epsilon(privacy_ledger)
-    return {"privacy.epsilon": "inf" if math.isinf(eps) else f"{eps:.4g}",
-            "privacy.delta": f"{float(privacy_ledger.get('delta', float('nan'))):.3g}",
-            "privacy.unit": str(privacy_ledger.get("unit", "unknown")),
-            "privacy.non_private": str(math.isinf(eps)).lower(),
-            "privacy.mechanisms": ",".join(str(m.get("name", "?"))
-                                           for m in privacy_ledger.get("mechanisms", []))}
 
 
 def explain(section_name: str, metric: str) -> str:
@@ -265,7 +291,11 @@ def _ledger_html(ledger: dict[str, Any]) -> str:
     head = (f"<p class='privacy'>ε = <b>{shown}</b>, δ = <b>{_format(ledger.get('delta'))}</b>, "
             f"unit = <b>{html.escape(str(ledger.get('unit', 'unknown')))}</b>"
             + (f", budget ε = {_format(ledger.get('budget_epsilon'))}"
-               if ledger.get("budget_epsilon") is not None else "") + "</p>")
+               if ledger.get("budget_epsilon") is not None else "") + "</p>"
+            f"<p class='privacy'>neighbouring datasets: {html.escape(neighbouring(ledger))}; "
+            f"noise source: <b>{html.escape(noise_source(ledger))}</b>; number of albums: "
+            f"<b>{html.escape(album_count(ledger))}</b> (dp: a DP count; public: declared "
+            "public, not protected)</p>")
     mechanisms = ledger.get("mechanisms") or []
     if not mechanisms:
         return head + "<p class='absent'>The ledger lists no mechanism.</p>"
@@ -279,7 +309,7 @@ def _ledger_html(ledger: dict[str, Any]) -> str:
 
 def _metrics_html(doc: dict[str, Any], include_internal: bool) -> str:
     parts = []
-    groups = [("released", False)] + ([("internal", True)] if include_internal else [])
+    groups = [("released", False)] + ([("internal_sections", True)] if include_internal else [])
     for part, internal in groups:
         for name, values in doc.get(part, {}).items():
             rows = "".join(
@@ -290,12 +320,12 @@ def _metrics_html(doc: dict[str, Any], include_internal: bool) -> str:
             parts.append(f"<h3>{title} {badge}</h3><table class='metrics' data-section="
                          f"'{html.escape(name)}'><tr><th>metric</th><th>value</th>"
                          f"<th>what it means</th></tr>{rows}</table>")
-    absent = doc.get("absent", {})
+    absent = doc.get("absent", {}) | (doc.get("internal_absent", {}) if include_internal else {})
     if absent:
         items = "".join(f"<li><b>{html.escape(SECTION_TITLES.get(k, k))}</b>: "
                         f"{html.escape(v)}</li>" for k, v in absent.items())
         parts.append(f"<h3>Not measured in this run</h3><ul class='absent'>{items}</ul>")
-    if not include_internal and doc.get("internal"):
+    if not include_internal:
         parts.append("<p class='absent'>Internal metrics (computed on private data) are left "
                      "out of this released report.</p>")
     return "".join(parts)
@@ -337,6 +367,7 @@ table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;p
 th{background:#f3f3f3;text-align:left}td.value{text-align:right;font-variant-numeric:tabular-nums}
 .internal{background:#b00;color:#fff;font-size:.7em;padding:1px 6px;border-radius:3px}
 .banner{background:#fff4e5;border:1px solid #e0a040;padding:.6em 1em}
+.danger{background:#b00;color:#fff;font-size:1.2em;border-color:#700}
 .absent{color:#777}.side{display:flex;gap:2em;align-items:flex-start}
 .gallery{flex:3}.publicside{flex:1}
 figure.album{border:1px solid #ddd;margin:0 0 1em;padding:.5em}
@@ -362,6 +393,30 @@ window.addEventListener('load', function () {
 """
 
 
+def _plot_html(privacy_utility_plot: bytes | None, include_internal: bool) -> str:
+    """The ε sweep's plot: internal report only (it draws internal metrics against ε)."""
+    if not include_internal:
+        return ("<p class='absent'>The privacy-utility plot draws internal metrics: it is left "
+                "out of this released report.</p>")
+    if not privacy_utility_plot:
+        return "<p class='absent'>No privacy-utility plot yet: run scripts/epsilon_sweep.py.</p>"
+    return (f"<img class='plot' src='{png_data_uri(bytes(privacy_utility_plot))}' "
+            "alt='privacy-utility plot' style='image-rendering:auto;max-width:900px'>")
+
+
+def _noise_banner(source: str) -> str:
+    """The top-of-page warning when the ledger's noise is not known to be secret."""
+    if source == "replayable":
+        return (f"<p class='banner danger'><b>{html.escape(REPLAYABLE_WARNING)}</b>: anyone who "
+                "knows the seed can regenerate and subtract the noise, so the ledger's ε does not "
+                "hold. Never release this run's outputs.</p>")
+    if source == "unknown":
+        return ("<p class='banner'><b>Noise source unknown</b>: this ledger does not record "
+                "whether the DP noise was secret or replayable from a seed (an older ledger). "
+                "Check before releasing anything.</p>")
+    return ""
+
+
 def render_report(doc: dict[str, Any], ledger: dict[str, Any], synthetic_albums: AlbumSet,
                   public_corpus: pd.DataFrame, privacy_utility_plot: bytes | None,
                   config: Any) -> str:
@@ -369,7 +424,8 @@ def render_report(doc: dict[str, Any], ledger: dict[str, Any], synthetic_albums:
     rng = np.random.default_rng(config.seed)
     include_internal = bool(config.include_internal_metrics)
     eps = _epsilon(ledger)
-    title = f"dpalbum run report: ε = {'∞' if math.isinf(eps) else f'{eps:.3g}'}"
+    title = f"dpalbum run report: ε = {'∞' if math.isinf(eps) else f'{eps:.3g}'}" + (
+        " (NOT differentially private)" if noise_source(ledger) == "replayable" else "")
     banner = ("<p class='banner'>This report shows no private photo or text: the gallery holds "
               "synthetic albums and public-corpus images. Sections marked "
               "<span class='internal'>internal</span> are aggregate statistics computed from "
@@ -380,13 +436,12 @@ def render_report(doc: dict[str, Any], ledger: dict[str, Any], synthetic_albums:
     if math.isinf(eps):
         banner += ("<p class='banner'><b>NON-PRIVATE baseline (ε = ∞)</b>: never release "
                    "this run's synthetic data.</p>")
-    plot = (f"<img class='plot' src='{png_data_uri(bytes(privacy_utility_plot))}' "
-            "alt='privacy-utility plot' style='image-rendering:auto;max-width:900px'>"
-            if privacy_utility_plot else
-            "<p class='absent'>No privacy-utility plot yet: run scripts/epsilon_sweep.py.</p>")
+    banner = _noise_banner(noise_source(ledger)) + banner
+    plot = _plot_html(privacy_utility_plot, include_internal)
     px = int(config.thumbnail_px)
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<meta name="dpalbum-internal" content="{str(include_internal).lower()}">
 <style>{_STYLE}</style></head>
 <body data-images-total="0" data-images-loaded="0">
 <h1>{html.escape(title)}</h1>

@@ -7,6 +7,41 @@ import math
 from typing import Any
 
 LEDGER_KEYS = ("epsilon", "delta", "unit", "mechanisms")
+# Shown prominently on the data card and report.html when the ledger says the DP noise came from
+# a known seed: whoever knows the seed can regenerate and subtract the noise, so ε means nothing.
+REPLAYABLE_WARNING = "NOT differentially private: noise is replayable from a seed"
+NOISE_SOURCES = ("secure", "replayable")
+ALBUM_COUNT_SHORT = {"dp": "protected by a DP count", "public": "declared public",
+                     "unknown": "unknown (older ledger)"}
+ALBUM_COUNT_WORDS = {
+    "dp": "protected: released by a DP count (the album_count Laplace mechanism on the ledger)",
+    "public": "declared public by the data owner: not protected by this guarantee (it fixes the "
+              "sampling rates and the noise calibration)",
+    "unknown": "not recorded by this ledger (an older ledger): treat it as public, i.e. not "
+               "protected",
+}
+
+
+def noise_source(ledger: dict[str, Any]) -> str:
+    """The ledger's noise source: "secure", "replayable", or "unknown" (older ledgers)."""
+    value = ledger.get("noise_source")
+    return value if value in NOISE_SOURCES else "unknown"
+
+
+def album_count(ledger: dict[str, Any]) -> str:
+    """How the number of albums N was handled: "dp" (a DP count), "public", or "unknown"."""
+    value = ledger.get("album_count")
+    if value in ("dp", "public"):
+        return value
+    if any(m.get("name") == "album_count" and m.get("kind") == "laplace"
+           for m in ledger.get("mechanisms") or []):
+        return "dp"
+    return "public" if ledger.get("n_albums_is_public") else "unknown"
+
+
+def neighbouring(ledger: dict[str, Any]) -> str:
+    """The neighbouring relation in plain words (older ledgers: add or remove one unit)."""
+    return str(ledger.get("neighbouring") or f"add or remove one {ledger.get('unit', 'album')}")
 
 
 def privacy_summary(ledger: dict[str, Any]) -> dict[str, Any]:
@@ -28,6 +63,9 @@ def privacy_summary(ledger: dict[str, Any]) -> dict[str, Any]:
         "unit": str(ledger["unit"]),
         "budget_epsilon": ledger.get("budget_epsilon"),
         "mechanisms": [dict(m) for m in ledger["mechanisms"]],
+        "noise_source": noise_source(ledger),
+        "neighbouring": neighbouring(ledger),
+        "album_count": album_count(ledger),
     }
 
 
@@ -39,6 +77,19 @@ def _mechanism_rows(mechanisms: list[dict[str, Any]]) -> list[str]:
                     f"{m.get('noise_multiplier', '?')} | {m.get('sample_rate', '-')} | "
                     f"{m.get('steps', '-')} |")
     return rows
+
+
+def _noise_lines(source: str) -> list[str]:
+    """The warning at the top of the card when the noise is not known to be secret."""
+    if source == "replayable":
+        return [f"**{REPLAYABLE_WARNING}.** The DP noise was drawn from a known seed: anyone who "
+                "knows it can regenerate and subtract the noise, so the (ε, δ) below does not "
+                "hold. Do not release these albums; re-run without a noise seed.", ""]
+    if source == "unknown":
+        return ["**Noise source unknown**: this ledger does not record whether the DP noise was "
+                "secret (OS entropy) or replayable from a seed (it predates that record). Check "
+                "before releasing these albums.", ""]
+    return []
 
 
 def build_data_card(report: dict[str, Any], n_albums: int, n_photos: int) -> str:
@@ -61,14 +112,18 @@ def build_data_card(report: dict[str, Any], n_albums: int, n_photos: int) -> str
     ) if renderer["backend"] == "embedded" else training.get("note", "pretrained by its authors")
     coherence = report["coherence"]
     size = report["image_size"]
+    source, count = noise_source(privacy), album_count(privacy)
     headline = (
-        f"**Differentially private: (ε = {eps}, δ = {delta:g}) per {unit}.**"
-        if private else
         "**NOT PRIVATE: ε = ∞. This is a non-private baseline run; do not release these albums.**"
+        if not private else
+        f"Ledger: (ε = {eps}, δ = {delta:g}) per {unit}, which holds only for secret noise."
+        if source == "replayable" else
+        f"**Differentially private: (ε = {eps}, δ = {delta:g}) per {unit}.**"
     )
     lines = [
         "# DATA CARD: synthetic photo albums (dpalbum)",
         "",
+        *_noise_lines(source),
         headline,
         "",
         "| | |",
@@ -76,6 +131,9 @@ def build_data_card(report: dict[str, Any], n_albums: int, n_photos: int) -> str
         f"| ε (epsilon) | {eps} |",
         f"| δ (delta) | {delta:g} |",
         f"| privacy unit | {unit} |",
+        f"| neighbouring datasets | {neighbouring(privacy)} |",
+        f"| noise source | {source} |",
+        f"| number of albums | {ALBUM_COUNT_SHORT[count]} |",
         f"| albums / photos | {n_albums} / {n_photos} ({size}x{size} PNG) |",
         f"| generated (UTC) | {report['rendered_at']} |",
         f"| seed | {report['seed']} |",
@@ -85,6 +143,8 @@ def build_data_card(report: dict[str, Any], n_albums: int, n_photos: int) -> str
         f"composition by the privacy ledger (not a sum by hand), for one {unit} added or removed"
         + (f" (budget ε = {privacy['budget_epsilon']})." if privacy.get("budget_epsilon")
            else "."),
+        f"Neighbouring datasets: {neighbouring(privacy)}. The number of albums is "
+        f"{ALBUM_COUNT_WORDS[count]}.",
         "Anything computed only from these files keeps the same guarantee (post-processing). "
         "People who appear in several albums are protected less (group privacy).",
         "",
