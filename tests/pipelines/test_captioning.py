@@ -104,9 +104,12 @@ def test_the_captioner_is_saved_as_a_folder_and_reused(run):
     assert model.training_report["public_heldout"]["scene_accuracy"] >= 0.9
 
 
-def test_ingestion_report_is_the_album_set_report():
+def test_ingestion_report_is_the_album_set_report_marked_internal():
     albums, _ = private_albums(2, seed=0)
-    assert report_ingestion_node(albums, {}) == albums.report
+    report = report_ingestion_node(albums, {})
+    assert report["internal"] is True and "private" in report["internal_means"]
+    assert {k: v for k, v in report.items()
+            if k not in ("internal", "internal_means")} == albums.report
 
 
 def test_quality_counts_wrong_captions_and_albums_without_truth():
