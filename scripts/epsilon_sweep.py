@@ -92,8 +92,12 @@ def sweep_order(epsilons: list[float], default: float | None) -> list[float]:
 
 
 def runtime_params(epsilon: float, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Nested runtime parameters (Kedro merges them over conf/; dotted keys would not nest)."""
-    params: dict[str, Any] = {"privacy": {"epsilon": epsilon}}
+    """Nested runtime parameters (Kedro merges them over conf/; dotted keys would not nest).
+
+    Every run of the sweep reads the same albums, so every run is charged to their privacy
+    account; the ∞ baseline makes that account infinite, which ``privacy.lifetime_epsilon: inf``
+    allows explicitly (the sweep is an internal evaluation: the account shows what it spent)."""
+    params: dict[str, Any] = {"privacy": {"epsilon": epsilon, "lifetime_epsilon": "inf"}}
     for key, value in (extra or {}).items():
         node = params
         *parents, leaf = key.split(".")
@@ -106,7 +110,7 @@ def runtime_params(epsilon: float, extra: dict[str, Any] | None = None) -> dict[
 def flatten_metrics(document: dict[str, Any]) -> dict[str, float]:
     """``section.metric`` -> value for the released and internal sections of metrics.json."""
     flat: dict[str, float] = {}
-    for part in ("released", "internal"):
+    for part in ("released", "internal_sections"):
         for section, values in document.get(part, {}).items():
             for key, value in values.items():
                 if isinstance(value, int | float):
@@ -179,7 +183,7 @@ def run_one(project: Path, epsilon: float, pipelines: list[str] | None, env: str
     if (math.isinf(epsilon) != math.isinf(spent)) or (math.isfinite(spent)
                                                       and spent > epsilon * 1.01):
         logger.warning("ε = %s requested but the ledger reports ε = %s: the run did not re-plan "
-                       "its budget (run the pipelines from captioning on, which plan it)",
+                       "its budget (run the pipelines from privacy_plan on, which plan it)",
                        epsilon, spent)
     keep = project / REPORTING / "sweep" / f"metrics_epsilon_{epsilon:g}.json"
     keep.parent.mkdir(parents=True, exist_ok=True)
@@ -255,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     from kedro.framework.startup import bootstrap_project
 
     bootstrap_project(PROJECT)
+    logger.warning("the sweep runs the pipeline %d times on the same private albums: every run is "
+                   "charged to their privacy account (data/08_reporting/privacy_account.json), "
+                   "and a non-private ε = inf run leaves it at ε = inf", len(args.epsilons))
     extra = {**({} if args.no_audit else AUDIT),
              **{k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in args.params)}}
     results = [kept_result(PROJECT, eps) if eps in args.reuse

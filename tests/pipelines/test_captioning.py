@@ -17,8 +17,10 @@ from kedro_datasets.pandas import ParquetDataset
 from dpalbum.models.captioner import AttributeCaptioner, CaptionerConfig
 from dpalbum.models.io import ModelFolderDataset
 from dpalbum.models.summariser import SummariserConfig
+from dpalbum.pipelines import privacy_plan
 from dpalbum.pipelines.captioning import create_pipeline
 from dpalbum.pipelines.captioning.nodes import evaluate_captioning_node, report_ingestion_node
+from dpalbum.privacy import PrivacyAccountDataset
 from dpalbum.settings import CONFIG_LOADER_ARGS
 from tests.models.synthetic_photos import private_albums, public_corpus
 
@@ -52,6 +54,7 @@ def run(tmp_path_factory):
         "params:privacy": MemoryDataset(_shipped("privacy")),
         "params:dp_training": MemoryDataset(_tiny_dp_training()),
         "params:rendering": MemoryDataset({"seed": 0}),  # renderer DP fine-tune off
+        "privacy_account": PrivacyAccountDataset(str(folder / "privacy_account.json")),
         "ground_truth": MemoryDataset(truth),
         "captioner_model": ModelFolderDataset(
             str(folder / "captioner"), loader="dpalbum.models.captioner.load_captioner"),
@@ -62,7 +65,8 @@ def run(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # 2 shared cores: avoid oversubscription
     try:
-        outputs = SequentialRunner().run(create_pipeline(), catalog)
+        outputs = SequentialRunner().run(privacy_plan.create_pipeline() + create_pipeline(),
+                                         catalog)
     finally:
         torch.set_num_threads(threads)
     return outputs, albums, catalog
@@ -74,6 +78,7 @@ def test_every_node_reading_private_photos_waits_for_the_privacy_plan():
     assert {n.name for n in readers} == {"report_ingestion_node", "caption_albums_node"}
     assert all("privacy_plan" in n.inputs for n in readers)
     assert pipeline.outputs() == {"ingestion_report", "captioning_quality"}
+    assert "privacy_plan" in pipeline.inputs()  # written by the privacy_plan pipeline only
     assert {"captioner_model", "album_texts"} <= pipeline.all_outputs()
 
 

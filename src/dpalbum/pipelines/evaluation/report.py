@@ -25,7 +25,7 @@ import pandas as pd
 from PIL import Image
 
 from dpalbum.albums.model import AlbumSet
-from dpalbum.pipelines.rendering.data_card import (
+from dpalbum.privacy.guarantee import (
     REPLAYABLE_WARNING,
     album_count,
     neighbouring,
