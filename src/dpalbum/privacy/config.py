@@ -43,7 +43,8 @@ def parse_epsilon(value: Any, where: str = "privacy.epsilon") -> float:
     try:
         eps = float(value)
     except (TypeError, ValueError):
-        raise PrivacyConfigError(f"{where} must be a positive number or .inf, got {value!r}") from None
+        raise PrivacyConfigError(
+            f"{where} must be a positive number or .inf, got {value!r}") from None
     if not eps > 0:
         raise PrivacyConfigError(f"{where} must be positive, got {value}")
     return eps
@@ -69,7 +70,9 @@ class PrivacyParams:
     epsilon: Any = 10.0
     delta: float = 1e-5
     shares: dict[str, float] = field(default_factory=dict)
-    max_grad_norm: float = 1.0
+    max_grad_norm: Any = "auto"
+    clip_quantile: float = 0.5
+    clip_public_albums: int = 256
     accountant: str = "pld"
     grad_sample_mode: str = "hooks"
     calibration_tolerance: float = 0.01
@@ -93,7 +96,13 @@ class PrivacyParams:
         if not 0 < delta < 1:
             raise PrivacyConfigError(f"privacy.delta must be in (0, 1), got {out.delta}")
         out.delta = delta
-        out.max_grad_norm = _positive(out.max_grad_norm, "privacy.max_grad_norm")
+        out.max_grad_norm = _positive(out.max_grad_norm, "privacy.max_grad_norm",
+                                      allow_auto=True)
+        if not 0 < float(out.clip_quantile) < 1:
+            raise PrivacyConfigError(f"privacy.clip_quantile must be in (0, 1), got "
+                                     f"{out.clip_quantile}")
+        out.clip_public_albums = _positive(out.clip_public_albums, "privacy.clip_public_albums",
+                                           integer=True)
         out.physical_batch_rows = _positive(out.physical_batch_rows, "privacy.physical_batch_rows",
                                             integer=True)
         if int(out.checkpoint_every) < 0:

@@ -4,9 +4,9 @@
 workers (``dpalbum.distributed.run_torchrun``; gloo on CPU, NCCL on GPU). In the workers,
 ``train_dp`` sees the process group: rank r Poisson-samples albums r, r + W, ... with the plan's q,
 Opacus' DPDDP broadcasts rank 0's weights, each rank samples its albums from its own stream
-(secure: its own OS-keyed CSPRNG; no seed is shared), rank 0 alone adds the Gaussian noise and
-the noisy clipped sums are all-reduced, so the ranks stay in step and the mechanism is the single-process
-one: same q (over all N albums), σ, C and steps, hence the same ε on the ledger.
+(secure: its own OS-keyed CSPRNG; no seed is shared), rank 0 alone adds the Gaussian noise and the
+noisy clipped sums are all-reduced, so the ranks stay in step and the mechanism is the single-
+process one: same q (over all N albums), σ, C and steps, hence the same ε on the ledger.
 
 The payload (model, album rows, ``row_loss``, ``collate``, config) is pickled for the workers:
 ``row_loss`` and ``collate`` must be module-level functions or picklable objects, not closures.

@@ -115,7 +115,7 @@ class DPSGDConfig:
             "noise_multiplier": float(mech["noise_multiplier"]),
             "sample_rate": float(mech["sample_rate"]),
             "steps": int(mech["steps"]),
-            "max_grad_norm": float(mech.get("max_grad_norm", 1.0)),
+            "max_grad_norm": mech.get("max_grad_norm", 1.0),
             "delta": float(plan["delta"]),
             "epsilon_inf_baseline": bool(plan.get("baseline", False)),
             "mechanism": name,
@@ -126,6 +126,10 @@ class DPSGDConfig:
             if privacy_params is not None and key in privacy_params:
                 values[key] = privacy_params[key]
         values.update(overrides)
+        if values["max_grad_norm"] in (None, "auto"):
+            raise ValueError(f"{name}: the plan's C is 'auto': pass max_grad_norm (tuned on public "
+                             "data, see privacy.finetune)")
+        values["max_grad_norm"] = float(values["max_grad_norm"])
         return cls(**values)
 
 
@@ -154,6 +158,7 @@ class DPTrainResult:
             "sample_rate": self.sample_rate,
             "steps": self.steps_taken,
             "max_grad_norm": self.max_grad_norm,
+            "l2_sensitivity": self.max_grad_norm,  # of one album's clipped gradient
         }
 
 

@@ -25,6 +25,7 @@ from torch import nn
 
 from .account import PrivacyAccount
 from .album_gradients import Collate, RowLoss
+from .clipping import public_album_grad_norms, public_clip_norm
 from .config import PrivacyParams
 from .distributed import train_dp_multiprocess
 from .dpsgd import DPSGDConfig, DPTrainResult
@@ -64,9 +65,13 @@ def finetune(
     nproc: int = 1,
     progress: bool = True,
     stop_after: int | None = None,
+    public_albums_rows: Sequence[Sequence[Any]] | None = None,
 ) -> tuple[DPTrainResult, dict[str, Any]]:
     """Run the planned DP-SGD job ``mechanism``; returns (result, the ledger charged with it).
-    ``account`` None is accepted only for an internal plan (``audit_plan``)."""
+    ``account`` None is accepted only for an internal plan (``audit_plan``).
+    ``public_albums_rows``: PUBLIC pseudo-albums in the job's row format; with the plan's C
+    ``auto`` (``privacy.max_grad_norm: auto``), C is the ``privacy.clip_quantile`` of their album
+    gradient norms at ``model`` (no private read: no ε)."""
     params = PrivacyParams.from_dict(privacy_params)
     planned = _planned(ledger, mechanism)
     if planned.get("status") == "spent":
@@ -75,10 +80,15 @@ def finetune(
     checkpoint_dir = (os.path.join(params.checkpoint_dir, ledger["plan_id"], mechanism)
                       if params.checkpoint_dir and nproc <= 1 and not ledger.get("internal")
                       else None)
+    clip = planned.get("max_grad_norm", params.max_grad_norm)
+    if clip in (None, "auto"):
+        clip = _public_clip(model, public_albums_rows, row_loss, collate, params, mechanism,
+                            device, baseline=bool(ledger.get("baseline")))
     config = DPSGDConfig.from_plan(
         ledger, mechanism, vars(params), lr=lr, public_seed=int(public_seed),
         noise_source=noise_source({"noise": params.noise}), device=device,
-        checkpoint_dir=checkpoint_dir, checkpoint_every=int(params.checkpoint_every))
+        checkpoint_dir=checkpoint_dir, checkpoint_every=int(params.checkpoint_every),
+        max_grad_norm=float(clip))
     if account is None and not ledger.get("internal"):
         raise LedgerError(f"{mechanism!r}: only an internal plan (the insertion audit) may train "
                           "without charging the albums' privacy account")
@@ -99,6 +109,26 @@ def finetune(
         raise LedgerError(f"{mechanism!r} stopped after {result.steps_taken} of "
                           f"{config.steps} steps; run again to resume from {checkpoint_dir}")
     return result, charge(ledger, record)
+
+
+def _public_clip(model: nn.Module, public_albums_rows: Sequence[Sequence[Any]] | None,
+                 row_loss: RowLoss, collate: Collate, params: PrivacyParams, mechanism: str,
+                 device: str | None, baseline: bool) -> float:
+    """C for ``mechanism`` from PUBLIC pseudo-albums (1.0 in the non-private baseline)."""
+    if baseline:
+        return 1.0  # no clipping in the ε = inf baseline: C is not used
+    if not public_albums_rows:
+        raise LedgerError(f"{mechanism}: privacy.max_grad_norm is auto but no public "
+                          "pseudo-albums were given to tune C on; set privacy.max_grad_norm to a "
+                          "number")
+    if device is not None:
+        model.to(device)
+    rows = list(public_albums_rows)[: int(params.clip_public_albums)]
+    norms = public_album_grad_norms(model, rows, row_loss, collate,
+                                    grad_sample_mode=params.grad_sample_mode,
+                                    physical_batch_rows=int(params.physical_batch_rows),
+                                    album_reduction=params.album_reduction)
+    return public_clip_norm(norms, float(params.clip_quantile), mechanism)
 
 
 def run_mechanism(ledger: Mapping[str, Any], mechanism: str, account: PrivacyAccount,

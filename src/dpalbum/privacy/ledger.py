@@ -101,10 +101,16 @@ def _mechanism_from_spec(
         sample_rate=q,
         steps=steps,
         expected_batch_albums=batch,
-        max_grad_norm=float(spec.get("max_grad_norm", params.max_grad_norm)),
-        l2_sensitivity=float(spec.get("max_grad_norm", params.max_grad_norm)),
+        # "auto": C is chosen on public data when the job starts (σ, q, steps and ε do not
+        # depend on C); the charge records the C that ran
+        max_grad_norm=_clip(spec.get("max_grad_norm", params.max_grad_norm)),
+        l2_sensitivity=_clip(spec.get("max_grad_norm", params.max_grad_norm)),
     )
     return record
+
+
+def _clip(value: Any) -> float | str:
+    return "auto" if value in (None, "auto") else float(value)
 
 
 def _shares(specs: Sequence[Mapping[str, Any]], params: PrivacyParams) -> dict[str, float]:

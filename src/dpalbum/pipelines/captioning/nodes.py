@@ -17,15 +17,15 @@ import pandas as pd
 
 from dpalbum.albums.model import AlbumSet
 from dpalbum.albums.vocabulary import parse_caption
+from dpalbum.models.album_description import describe_albums
 from dpalbum.models.captioner import (
     MULTI_LABEL,
     Captioner,
     CaptionerConfig,
     attribute_accuracy,
     build_captioner,
-    resolve_device,
 )
-from dpalbum.models.summariser import SummariserConfig, build_summariser
+from dpalbum.models.summariser import SummariserConfig
 
 logger = logging.getLogger(__name__)
 
@@ -46,30 +46,6 @@ def train_captioner_node(public_corpus: pd.DataFrame, captioner: CaptionerConfig
     model = build_captioner(public_corpus, captioner)
     logger.info("%s ready in %.1f s", model.kind, time.perf_counter() - started)
     return model
-
-
-def describe_albums(
-    albums: AlbumSet, captioner: Captioner, config: Any,
-    summariser: SummariserConfig | None = None,
-) -> pd.DataFrame:
-    """Caption every photo (batched across albums) and summarise every album.
-
-    ``config`` needs ``batch_size`` (and may have ``device``): a ``CaptionerConfig`` or the
-    evaluation's held-out texts config. Returns columns album_id, summary, captions (photo order).
-    """
-    captioner = captioner.to(resolve_device(getattr(config, "device", "auto")))
-    images = [photo.image for album in albums for photo in album.photos]
-    started = time.perf_counter()
-    flat = captioner.caption(images, config.batch_size)
-    per_album, start = [], 0
-    for album in albums:
-        per_album.append(flat[start:start + len(album)])
-        start += len(album)
-    summaries = build_summariser(summariser or SummariserConfig()).summarise(per_album)
-    logger.info("captioned %d photos and summarised %d albums in %.1f s", len(images),
-                len(per_album), time.perf_counter() - started)
-    return pd.DataFrame({"album_id": [a.album_id for a in albums], "summary": summaries,
-                         "captions": per_album})
 
 
 def caption_albums_node(

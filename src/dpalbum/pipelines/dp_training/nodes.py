@@ -180,9 +180,10 @@ def pretrain_lm(
 def dp_finetune_lm(
     role: str, pretrained_lm, lm_tokenizer, album_texts: pd.DataFrame, ledger: dict[str, Any],
     privacy_account: privacy.PrivacyAccount, params: dict[str, Any],
-    privacy_params: dict[str, Any],
+    privacy_params: dict[str, Any], public_album_texts: pd.DataFrame | None = None,
 ) -> tuple[Any, dict[str, Any], list[dict[str, Any]]]:
-    """DP-SGD LoRA fine-tune on private album texts (album = unit), charged to the ledger."""
+    """DP-SGD LoRA fine-tune on private album texts (album = unit), charged to the ledger; C
+    tuned on the PUBLIC pseudo-albums when ``privacy.max_grad_norm`` is auto."""
     cfg, device = params[role]["dp"], _device(params["device"])
     pretrained_lm.to(device)  # before LoRA and Opacus hooks (opacus #820)
     torch.manual_seed(int(params["seed"]))  # LoRA init: the public seed, never a DP stream
@@ -193,7 +194,9 @@ def dp_finetune_lm(
         model, albums_rows, lm.row_losses, collate, ledger=ledger, mechanism=role,
         privacy_params=privacy_params, account=privacy_account, lr=cfg["lr"],
         public_seed=int(params["seed"]), device=device,
-        nproc=int(params.get("distributed", {}).get("nproc_per_node", 1)))
+        nproc=int(params.get("distributed", {}).get("nproc_per_node", 1)),
+        public_albums_rows=(None if public_album_texts is None else
+                            lm.rows_by_album(role, public_album_texts, lm_tokenizer)))
     merged = result.model.merge_and_unload()  # LoRA folded into the public base weights
     merged.config.dpalbum_privacy = privacy.model_record(ledger, role)
     history = [{"role": role, **h} for h in result.history]
@@ -221,15 +224,15 @@ def pretrain_caption_lm_node(public_album_texts: pd.DataFrame, lm_tokenizer, par
     return pretrain_lm("caption_lm", public_album_texts, lm_tokenizer, params)
 
 
-def dp_finetune_summary_lm_node(pretrained, lm_tokenizer, album_texts, ledger, account, params,
-                                privacy_params):
+def dp_finetune_summary_lm_node(pretrained, lm_tokenizer, album_texts, ledger, account,
+                                public_album_texts, params, privacy_params):
     """DP-SGD fine-tune of the summary LM: one row per private album."""
     return dp_finetune_lm("summary_lm", pretrained, lm_tokenizer, album_texts, ledger, account,
-                          params, privacy_params)
+                          params, privacy_params, public_album_texts)
 
 
-def dp_finetune_caption_lm_node(pretrained, lm_tokenizer, album_texts, ledger, account, params,
-                                privacy_params):
+def dp_finetune_caption_lm_node(pretrained, lm_tokenizer, album_texts, ledger, account,
+                                public_album_texts, params, privacy_params):
     """DP-SGD fine-tune of the caption LM: rows = (summary -> each caption) of an album."""
     return dp_finetune_lm("caption_lm", pretrained, lm_tokenizer, album_texts, ledger, account,
-                          params, privacy_params)
+                          params, privacy_params, public_album_texts)

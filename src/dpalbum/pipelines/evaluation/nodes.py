@@ -16,6 +16,7 @@ import pandas as pd
 
 from dpalbum.albums.model import AlbumSet
 from dpalbum.albums.vocabulary import parse_caption
+from dpalbum.models.album_description import describe_albums
 from dpalbum.models.evaluation_network import (
     EvaluationNetwork,
     EvaluationNetworkConfig,
@@ -25,7 +26,6 @@ from dpalbum.models.evaluation_network import (
 )
 from dpalbum.models.summariser import SummariserConfig
 from dpalbum.models.text_encoder import encode_texts
-from dpalbum.pipelines.captioning.nodes import describe_albums
 from dpalbum.pipelines.evaluation import audit, metrics, report
 from dpalbum.pipelines.evaluation.config import (
     HeldoutTextsConfig,

@@ -108,7 +108,8 @@ def train_audit_lms_node(audit_training_texts: pd.DataFrame, public_album_texts:
             model, lm.rows_by_album(role, audit_training_texts, lm_tokenizer), lm.row_losses,
             lm.RowCollate(lm_tokenizer, params[role]["pretrain"]["max_length"]), ledger=plan,
             mechanism=role, privacy_params=privacy_params, account=None,
-            lr=params[role]["dp"]["lr"], public_seed=int(params["seed"]), device=device)
+            lr=params[role]["dp"]["lr"], public_seed=int(params["seed"]), device=device,
+            public_albums_rows=lm.rows_by_album(role, public_album_texts, lm_tokenizer))
         models[role] = result.model.merge_and_unload().eval()
         models[f"{role}_reference"] = reference.eval()
     return {"models": models, "ledger": plan}

@@ -164,13 +164,15 @@ def dp_finetune_renderer_node(
     private_albums: DeferredLoad | AlbumSet, album_texts: DeferredLoad | pd.DataFrame,
     privacy_ledger: dict[str, Any], privacy_account: privacy.PrivacyAccount,
     rendering: RenderingParams, privacy_params: dict[str, Any],
+    renderer_pretraining_set: pd.DataFrame | None = None,
 ) -> tuple[EmbeddedRenderer | PretrainedRenderer, dict[str, Any], dict[str, Any]]:
     """PRIVIMAGE stage 2: DP-SGD fine-tune of the renderer on PRIVATE photos and their captions
     (album = unit) through ``privacy.finetune``, charged to the account and the ledger as
     mechanism "renderer", which the privacy plan must already hold. ``private_albums`` and
     ``album_texts`` arrive deferred and are read only when the fine-tune is on and planned.
     Off (``dp_finetune.enabled: false``): nothing private is read and the renderer and ledger
-    pass through. Returns (renderer, the run's ledger, internal training history)."""
+    pass through. With ``privacy.max_grad_norm: auto`` C is tuned on public pseudo-albums drawn
+    from ``renderer_pretraining_set``. Returns (renderer, the run's ledger, internal history)."""
     rendering = RenderingParams.of(rendering)
     planned = _planned_renderer(privacy_ledger)
     history: dict[str, Any] = {"internal": True, "internal_means": "non-private losses of the "
@@ -199,13 +201,15 @@ def dp_finetune_renderer_node(
     images = [resize_images(np.stack([p.image for p in a.photos]), size) for a in albums]
     albums_rows, collate = dp_rows_and_collate(
         renderer_model, images, [captions[a.album_id] for a in albums], rendering.seed)
+    public_rows = _public_pseudo_albums(renderer_model, renderer_pretraining_set, rendering.seed)
     started = time.perf_counter()
     with torch_threads(rendering.threads, "rendering.threads (DP fine-tune)"):
         renderer_model.unet.train()
         result, ledger = privacy.finetune(
             renderer_model.unet, albums_rows, diffusion_row_loss, collate, ledger=privacy_ledger,
             mechanism=RENDERER_MECHANISM, privacy_params=privacy_params, account=privacy_account,
-            lr=cfg["lr"], public_seed=rendering.seed, device=str(renderer_model.device))
+            lr=cfg["lr"], public_seed=rendering.seed, device=str(renderer_model.device),
+            public_albums_rows=public_rows)
         renderer_model.unet = result.model.eval()
     renderer_model.training_report = {
         **renderer_model.training_report,
@@ -217,6 +221,22 @@ def dp_finetune_renderer_node(
                 result.noise_multiplier, ledger["epsilon"])
     history["steps"] = [{"role": RENDERER_MECHANISM, **h} for h in result.history]
     return renderer_model, ledger, history
+
+
+def _public_pseudo_albums(renderer_model: EmbeddedRenderer, public: pd.DataFrame | None,
+                          seed: int, n_albums: int = 64, per_album: int = 5) -> list | None:
+    """PUBLIC pseudo-albums (random groups of pre-training images) in the fine-tune's row
+    format, to tune C on; None when there is no public image."""
+    if public is None or len(public) == 0:
+        return None
+    size = renderer_model.config.image_size
+    picks = np.random.default_rng(seed).permutation(len(public))[: n_albums * per_album]
+    images = np.stack([_decode(public["image"].iloc[i], size) for i in picks])
+    captions = [str(public["caption"].iloc[i]) for i in picks]
+    groups = range(0, len(picks), per_album)
+    rows, _ = dp_rows_and_collate(renderer_model, [images[g:g + per_album] for g in groups],
+                                  [captions[g:g + per_album] for g in groups], seed)
+    return rows
 
 
 def check_renderer_release(renderer_model: Any, curated_texts: pd.DataFrame,

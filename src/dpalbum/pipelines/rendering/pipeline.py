@@ -36,7 +36,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 dp_finetune_renderer_node,
                 inputs=["public_renderer_model", "private_albums_for_renderer",
                         "album_texts_for_renderer", "text_privacy_ledger", "privacy_account",
-                        "params:rendering", "params:privacy"],
+                        "params:rendering", "params:privacy", "renderer_pretraining_set"],
                 outputs=["renderer_model", "privacy_ledger", "renderer_dp_history"],
                 name="dp_finetune_renderer_node",
             ),
