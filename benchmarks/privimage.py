@@ -16,7 +16,12 @@ embedded renderer:
 is then DP-SGD fine-tuned on the private photos and their captions with the rendering pipeline's
 node (album-level clipping, Poisson sampling over albums, through ``dpalbum.privacy``), so that
 the arm's whole ledger (query + fine-tune, or fine-tune alone) composes to ε = 10; each ledger is
-checked by ``shared/tools/verify_ledger.py``.
+checked by the project's own ``scripts/verify_ledger.py`` (and ``shared/tools/verify_ledger.py``
+as well when the team's workspace has it). Each arm is an alternative run on the same albums, so
+each charges its own privacy account (in the temp dir). The number of albums is declared public
+(the demo world's N is known) and the noise is replayable from ``--seed`` (see
+``replayable_noise``): the ledgers say ``"noise_source": "replayable"``, i.e. NOT differentially
+private as released; fine for a benchmark, which measures utility at a given ε.
 
 Metrics, per arm, on images rendered from the same prompts (captions of fresh albums drawn from the
 private distribution: what an ideal DP text path would sample; rendered by the rendering
@@ -39,6 +44,7 @@ Writes benchmarks/results/privimage.json (``--out`` elsewhere).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -48,7 +54,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,13 +83,14 @@ from dpalbum.pipelines.rendering.nodes import (
     dp_finetune_renderer_node,
     pretrain_renderer_node,
     render_albums_node,
-    renderer_mechanism_spec,
     select_renderer_pretraining_data_node,
 )
+from dpalbum.privacy.randomness import SEED_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results" / "privimage.json"
-VERIFIER = ROOT.parent / "shared" / "tools" / "verify_ledger.py"
+VERIFIER = ROOT / "scripts" / "verify_ledger.py"  # the project's own, always run
+SHARED_VERIFIER = ROOT.parent / "shared" / "tools" / "verify_ledger.py"  # also run if present
 ARMS = ("semantic", "all", "none")
 TASKS = ("protagonist", "scene")
 QUICK = {  # the smoke version: every code path, tiny sizes
@@ -129,7 +138,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="resamples of the images for the local FD's interval (0: none)")
     ap.add_argument("--threads", type=int, default=int(os.environ.get("DPALBUM_TORCH_THREADS", 1)),
                     help="torch CPU threads (the box is shared)")
-    ap.add_argument("--verifier", type=Path, default=VERIFIER, help="verify_ledger.py")
+    ap.add_argument("--verifier", type=Path, default=VERIFIER,
+                    help="verify_ledger.py (the shared one also runs when it exists)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     if args.quick:  # quick sizes replace the defaults (explicit flags are not told apart)
@@ -215,34 +225,70 @@ def rendering_params(args: argparse.Namespace, selection: str) -> RenderingParam
 
 
 def privacy_params(args: argparse.Namespace, arm: str) -> dict[str, Any]:
+    """The arm's ``privacy:`` parameters (strictly checked by ``dpalbum.privacy``)."""
     shares = ({"semantic_query": args.query_share, "renderer": 1 - args.query_share}
               if arm == "semantic" else {"renderer": 1.0})
-    # A fixed noise seed makes the benchmark reproducible; a release would use fresh entropy.
     return {"epsilon": args.epsilon, "delta": args.delta, "shares": shares,
-            "max_grad_norm": 1.0, "noise_seed": args.seed, "physical_batch_rows": 32}
+            "max_grad_norm": 1.0, "physical_batch_rows": 32,
+            "noise": "replayable",    # a benchmark: reproducible from --seed, NOT DP as released
+            "album_count": "public",  # the demo world's N is known: no DP count
+            "checkpoint_dir": None}   # short jobs, nothing to resume
+
+
+@contextlib.contextmanager
+def replayable_noise(seed: int) -> Iterator[None]:
+    """Every DP draw of the block (query noise, Poisson batches, DP-SGD noise) replayable from
+    ``seed``: ``privacy.noise: replayable`` reads its seed from ``$DPALBUM_NOISE_SEED`` only (never
+    from parameters). Whoever knows the seed can subtract the noise, so the arms' outputs are NOT
+    differentially private and their ledgers say so (``noise_source: replayable``); that is fine
+    for a benchmark, which compares utility at equal ε and must be reproducible. A release uses
+    the default ``privacy.noise: secure``."""
+    saved = os.environ.get(SEED_ENV)
+    os.environ[SEED_ENV] = str(int(seed))
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ[SEED_ENV]
+        else:
+            os.environ[SEED_ENV] = saved
 
 
 SELECTION_PARAMS = {"labeller": "public_labels", "label_columns": ["colour", "shape"], "k": 1}
 
 
+def mechanism_specs(arm: str, rendering: RenderingParams) -> list[dict[str, Any]]:
+    """The arm's mechanisms, specified as ``privacy.mechanism_catalogue`` plans them in the
+    pipeline (the catalogue itself also wants the text path's LMs, which no arm trains)."""
+    finetune = rendering.dp_finetune
+    specs = [{"name": "renderer", "kind": "dpsgd",
+              "expected_batch_albums": finetune["expected_batch_albums"],
+              "epochs": finetune["epochs"], "noise_multiplier": finetune["noise_multiplier"]}]
+    if arm == "semantic":  # one album adds 1 to each of at most k labels: L2 sensitivity √k
+        specs = [{"name": "semantic_query", "kind": "gaussian",
+                  "l2_sensitivity": SELECTION_PARAMS["k"] ** 0.5,
+                  "noise_multiplier": "auto"}, *specs]
+    return specs
+
+
 def plan_and_select(world: dict[str, Any], args: argparse.Namespace, arm: str,
-                    rendering: RenderingParams) -> tuple[dict, pd.DataFrame, dict]:
-    """The arm's privacy plan (refused if over budget, before any private read) and, for the
-    semantic arm, the charged PRIVIMAGE query and its public selection (dp_training's nodes)."""
+                    rendering: RenderingParams, account: privacy.PrivacyAccount,
+                    ) -> tuple[dict, pd.DataFrame, dict]:
+    """The arm's privacy plan (refused if over budget, before any private read), registered on
+    the arm's privacy account, and, for the semantic arm, the PRIVIMAGE query (charged to the
+    ledger and the account) and its public selection (dp_training's nodes)."""
     params = privacy_params(args, arm)
     dp_training = {"seed": args.seed, "semantic_query": SELECTION_PARAMS,
                    "selection": {"mode": "semantic", "fraction": args.selection_fraction,
                                  "min_count_in_noise_std": 2.0}}
-    specs = renderer_mechanism_spec(rendering)
-    if arm == "semantic":
-        specs = [{"name": "semantic_query", "kind": "gaussian",
-                  "l2_sensitivity": SELECTION_PARAMS["k"] ** 0.5}, *specs]
-    ledger = privacy.plan_privacy(params, len(world["train"]), specs)
+    ledger = privacy.plan_privacy(params, len(world["train"]), mechanism_specs(arm, rendering))
+    ledger["plan_id"] = uuid.uuid4().hex  # random, as plan_run makes it
+    account.open_plan(ledger, privacy.dataset_key([a.album_id for a in world["train"]]))
     if arm != "semantic":
         return ledger, pd.DataFrame({"image_id": []}), {}
     labeller, public_labels = public_caption_labels_node(world["public"], dp_training)
-    histogram, ledger = semantic_query_node(world["album_texts"], labeller, ledger, dp_training,
-                                            params)
+    histogram, ledger = semantic_query_node(world["album_texts"], labeller, ledger, account,
+                                            dp_training, params)
     selection = select_public_node(public_labels, histogram, dp_training)
     return ledger, selection, _selection_report(world, selection, histogram)
 
@@ -266,14 +312,20 @@ def _selection_report(world: dict, selection: pd.DataFrame, histogram: dict) -> 
 
 
 def verify(ledger: dict[str, Any], path: Path, verifier: Path) -> dict[str, Any]:
-    """The independent verifier's verdict on a written ledger."""
+    """The independent verifiers' verdict on a written ledger: ``verifier`` (the project's own
+    by default) and the team's shared one when it exists; verified only if every one passes."""
     privacy.write_ledger(ledger, path)
     if not verifier.is_file():
         return {"verified": None, "verifier": f"not found: {verifier.name}"}
-    done = subprocess.run([sys.executable, str(verifier), str(path)], capture_output=True,
-                          text=True, timeout=300)
-    lines = done.stdout.strip().splitlines()
-    return {"verified": done.returncode == 0, "verifier": lines[-1] if lines else done.stderr}
+    verdicts = []
+    for tool in dict.fromkeys([verifier, *([SHARED_VERIFIER] if SHARED_VERIFIER.is_file()
+                                           else [])]):
+        done = subprocess.run([sys.executable, str(tool), str(path)], capture_output=True,
+                              text=True, timeout=300)
+        lines = done.stdout.strip().splitlines()
+        verdicts.append((done.returncode == 0, lines[-1] if lines else done.stderr.strip()))
+    return {"verified": all(ok for ok, _ in verdicts),
+            "verifier": "; ".join(line for _, line in verdicts)}
 
 
 def evaluate(images: list[np.ndarray], labels: dict[str, list[str]], reference: dict[str, Any],
@@ -325,12 +377,25 @@ def bootstrap_fd(real: np.ndarray, fakes: dict[str, np.ndarray], n: int,
 def run_arm(arm: str, world: dict[str, Any], args: argparse.Namespace, reference: dict,
             network, folder: Path) -> tuple[np.ndarray, dict[str, Any]]:
     """Plan (and query), pre-train, render, DP fine-tune, render, verify the ledger. Returns the
-    features of the fine-tuned renderer's images and the arm's report."""
+    features of the fine-tuned renderer's images and the arm's report. The arm charges its own
+    privacy account; its noise is replayable from ``--seed`` (a benchmark, not a release)."""
+    with replayable_noise(args.seed):
+        return _run_arm(arm, world, args, reference, network, folder)
+
+
+def _run_arm(arm: str, world: dict[str, Any], args: argparse.Namespace, reference: dict,
+             network, folder: Path) -> tuple[np.ndarray, dict[str, Any]]:
     rendering = rendering_params(args, arm)
+    account = privacy.PrivacyAccount(folder / f"privacy_account_{arm}.json")
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    ledger, selection, selection_report = plan_and_select(world, args, arm, rendering)
+    ledger, selection, selection_report = plan_and_select(world, args, arm, rendering, account)
     timings["plan_and_query"] = time.perf_counter() - started
+    # The prompts stand for what an ideal DP text path would sample under this arm's plan: they
+    # carry its id, as the sampling node stamps it, so the render node's stale check applies.
+    curated = world["curated"].copy()
+    curated.attrs = {"sampling": {"privacy_plan_id": ledger["plan_id"],
+                                  "source": "captions of fresh demo-world albums (benchmark)"}}
 
     started = time.perf_counter()
     pretraining_set = select_renderer_pretraining_data_node(world["public"], selection, rendering)
@@ -344,7 +409,7 @@ def run_arm(arm: str, world: dict[str, Any], args: argparse.Namespace, reference
 
     def render() -> tuple[dict[str, Any], np.ndarray]:
         began = time.perf_counter()
-        albums, _ = render_albums_node(renderer, world["curated"], ledger, rendering)
+        albums, _ = render_albums_node(renderer, curated, ledger, account, rendering)
         images = [p.image for a in albums for p in a.photos]
         metrics, features = evaluate(images, prompt_labels, reference, network, args.seed)
         return {**metrics, "render_seconds": round(time.perf_counter() - began, 1)}, features
@@ -352,7 +417,7 @@ def run_arm(arm: str, world: dict[str, Any], args: argparse.Namespace, reference
     before, _ = render()  # post-processing of the query only: free
     started = time.perf_counter()
     renderer, ledger, _history = dp_finetune_renderer_node(
-        renderer, world["train"], world["album_texts"], ledger, rendering,
+        renderer, world["train"], world["album_texts"], ledger, account, rendering,
         privacy_params(args, arm))
     timings["dp_finetune"] = time.perf_counter() - started
     after, features = render()
@@ -364,6 +429,10 @@ def run_arm(arm: str, world: dict[str, Any], args: argparse.Namespace, reference
         **({"selection": selection_report} if selection_report else {}),
         "privacy": {"epsilon": ledger["epsilon"], "epsilon_rdp": ledger.get("epsilon_rdp"),
                     "delta": ledger["delta"], "unit": ledger["unit"],
+                    "noise_source": ledger.get("noise_source"),
+                    "account_epsilon": round(account.epsilon(
+                        privacy.dataset_key([a.album_id for a in world["train"]]),
+                        ledger["delta"]), 4),
                     "mechanisms": [{k: m.get(k) for k in ("name", "kind", "noise_multiplier",
                                                           "sample_rate", "steps",
                                                           "epsilon_alone", "status")}

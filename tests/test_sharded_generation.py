@@ -33,6 +33,7 @@ from dpalbum.models.text_format import SpecialTokens, caption_prompt
 from dpalbum.pipelines.sampling.nodes import sample_albums
 from tests.models.tiny_diffusers import save_tiny_stable_diffusion
 from tests.models.tiny_sampling_lms import single_thread, trained_toy_lms
+from tests.pipelines.test_sampling import TEXT_PLAN, text_ledger, trained_under
 
 
 @pytest.fixture(autouse=True)
@@ -224,8 +225,12 @@ def test_sampling_on_two_processes_gives_the_one_process_texts(cpu_workers):
     params = {"n_albums": 7, "seed": 3, "photos_per_album": {"min": 2, "max": 4},
               "temperature": 1.0, "top_p": 0.95, "max_new_tokens": {"summary": 12, "caption": 12},
               "batch_size": 3, "show_progress": False, "device": "cpu"}
-    one = sample_albums(summary_lm, caption_lm, tokenizer, SamplingConfig(**params, nproc=1))
-    two = sample_albums(summary_lm, caption_lm, tokenizer, SamplingConfig(**params, nproc=2))
+    ledger = text_ledger()  # the LMs carry its records (the workers get them with the models)
+    with trained_under(ledger, summary_lm, caption_lm):
+        one = sample_albums(summary_lm, caption_lm, tokenizer, ledger,
+                            SamplingConfig(**params, nproc=1))
+        two = sample_albums(summary_lm, caption_lm, tokenizer, ledger,
+                            SamplingConfig(**params, nproc=2))
     # 3 summary batches and 6+ caption batches: both ranks sample, rank 1 an odd share
     assert one.attrs["sampling"]["n_captions"] >= 16
     assert (one.attrs["sampling"]["processes"], two.attrs["sampling"]["processes"]) == (1, 2)
@@ -233,8 +238,10 @@ def test_sampling_on_two_processes_gives_the_one_process_texts(cpu_workers):
                            + frame["captions"].map(list).tolist()).encode() for frame in (one, two)]
     assert as_bytes[0] == as_bytes[1]
     assert len(set(one["summary"])) > 1
-    for key in ("generated_tokens", "captions_cut_at_max_new_tokens", "sampling_params"):
+    for key in ("generated_tokens", "captions_cut_at_max_new_tokens", "sampling_params",
+                "privacy_plan_id"):
         assert one.attrs["sampling"][key] == two.attrs["sampling"][key], key
+    assert two.attrs["sampling"]["privacy_plan_id"] == TEXT_PLAN
     assert next(summary_lm.parameters()).device == torch.device("cpu")  # left where it was
 
 
