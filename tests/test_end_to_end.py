@@ -38,10 +38,9 @@ def make_project(dest: Path) -> Path:
 
 
 def run_session(project: Path, pipelines: list[str], params: dict, **run_args) -> None:
+    import mlflow
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
-
-    import mlflow
 
     while mlflow.active_run() is not None:  # each session its own MLflow run
         mlflow.end_run()

@@ -114,7 +114,7 @@ class DPSGDConfig:
         values: dict[str, Any] = {
             "noise_multiplier": float(mech["noise_multiplier"]),
             "sample_rate": float(mech["sample_rate"]),
-            "steps": int(mech["steps"]),
+            "steps": int(mech.get("train_steps", mech["steps"])),  # reserve steps not trained
             "max_grad_norm": mech.get("max_grad_norm", 1.0),
             "delta": float(plan["delta"]),
             "epsilon_inf_baseline": bool(plan.get("baseline", False)),

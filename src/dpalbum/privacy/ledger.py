@@ -97,9 +97,14 @@ def _mechanism_from_spec(
         steps = int(spec["steps"])
     else:
         steps = math.ceil(float(spec["epochs"]) / q)
+    reserve = int(spec.get("reserve_steps", 0))
+    if reserve:
+        # composed as if they ran: a job killed between checkpoints re-does (and is charged for)
+        # at most this many steps and still fits the plan; an uninterrupted job spends less
+        record.update(train_steps=steps, reserve_steps=reserve)
     record.update(
         sample_rate=q,
-        steps=steps,
+        steps=steps + reserve,
         expected_batch_albums=batch,
         # "auto": C is chosen on public data when the job starts (σ, q, steps and ε do not
         # depend on C); the charge records the C that ran

@@ -142,6 +142,10 @@ def plan_run(album_ids: Sequence[str], account: PrivacyAccount,
             f"privacy.lifetime_epsilon={params.lifetime_epsilon:g}.\nHistory of this dataset:\n"
             f"{account.history(key)}\nEvery run on these albums spends from one lifetime "
             "budget: raise privacy.lifetime_epsilon only if the data owner agrees.")
+    if params.checkpoint_dir and int(params.checkpoint_every) > 0:
+        for spec in specs:  # room for the steps a kill between two checkpoints makes us re-do
+            if spec["kind"] == "dpsgd":
+                spec["reserve_steps"] = int(params.checkpoint_every)
     plan_id = uuid.uuid4().hex  # random: never derived from the data or a seed
     source = noise_source({"noise": params.noise})
     n_true = len(album_ids)

@@ -74,13 +74,14 @@ def build_data_card(report: dict[str, Any], n_albums: int, n_photos: int) -> str
     training = renderer.get("training", {})
     selection = training.get("selection")
     finetune = training.get("dp_finetune")
+    finetune_steps = (finetune.get("privacy") or finetune).get("steps", "?") if finetune else None
     pretraining = (f"{training.get('n_images', '?')} PUBLIC images ("
                    f"{training.get('data', 'public data')}, selection: {selection})")
     trained_on = (
         f"pre-trained on {pretraining} (private data reached it "
         f"{training.get('private_data_used', 'not at all')}), then fine-tuned with DP-SGD on the "
         f"PRIVATE photos and their captions (album-level clipping, "
-        f"{finetune.get('steps', '?')} steps: the 'renderer' mechanism on the ledger)"
+        f"{finetune_steps} steps: the 'renderer' mechanism on the ledger)"
         if finetune else
         f"{pretraining}; private data reached it {training.get('private_data_used', 'not at all')}"
     ) if renderer["backend"] == "embedded" else training.get("note", "pretrained by its authors")

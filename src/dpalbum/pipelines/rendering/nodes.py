@@ -191,6 +191,10 @@ def dp_finetune_renderer_node(
             "mechanism: the budget was composed without it (the privacy_plan pipeline ran with "
             "the fine-tune off). Run the whole pipeline with the same parameters, e.g. `kedro "
             "run --params rendering.dp_finetune.enabled=true`; no private photo was read.")
+    if planned.get("status") == "spent":
+        raise privacy.LedgerError("the ledger says the renderer's DP fine-tune already ran: "
+                                  "re-plan (run the privacy_plan pipeline) before running it "
+                                  "again; no private photo was read")
     cfg, size = rendering.dp_finetune, renderer_model.config.image_size
     albums, texts = _read(private_albums), _read(album_texts)
     captions = {str(a): list(c) for a, c in zip(texts["album_id"], texts["captions"])}
