@@ -111,7 +111,7 @@ def build_data_card(report: dict[str, Any], n_albums: int, n_photos: int) -> str
         f"| number of albums | {ALBUM_COUNT_SHORT[count]} |",
         f"| albums / photos | {n_albums} / {n_photos} ({size}x{size} PNG) |",
         f"| generated (UTC) | {report['rendered_at']} |",
-        f"| seed | {report['seed']} |",
+        f"| rendering seed (public: image sampling, not a DP draw) | {report['seed']} |",
         "",
         "## Privacy guarantee",
         f"Every mechanism that read the private albums is listed below; ε is their joint "
