@@ -100,3 +100,29 @@ def test_notebook_loads_only_catalog_datasets_that_exist():
     catalog = loader["catalog"]
     assert names <= set(catalog), names - set(catalog)
     assert not names & {"private_albums", "heldout_albums", "album_texts", "ground_truth"}
+
+
+def test_readme_verify_commands_run_as_written(tmp_path):
+    """README's ledger and account checks, run verbatim on a small secure ledger and account."""
+    import shlex
+    import subprocess
+    import sys
+
+    from dpalbum.privacy import PrivacyAccount, plan_run, write_ledger
+
+    commands = re.findall(r"`(\.venv/bin/python scripts/verify_ledger\.py [^`]+)`",
+                          (ROOT / "README.md").read_text())
+    assert len(commands) >= 2, commands
+    reporting = tmp_path / "data" / "08_reporting"
+    account = PrivacyAccount(reporting / "privacy_account.json")
+    params = {"epsilon": 2.0, "shares": {"album_count": 0.1, "summary_lm": 0.45,
+                                         "caption_lm": 0.45}, "max_grad_norm": 1.0}
+    dp = {"selection": {"mode": "none"},
+          "summary_lm": {"dp": {"expected_batch_albums": 10, "epochs": 1}},
+          "caption_lm": {"dp": {"expected_batch_albums": 10, "epochs": 1}}}
+    plan = plan_run([f"a{i}" for i in range(100)], account, params, dp, {})
+    write_ledger(plan, reporting / "privacy_ledger.json")
+    for command in commands:
+        argv = [sys.executable, str(ROOT / "scripts/verify_ledger.py"), *shlex.split(command)[2:]]
+        done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, (command, done.stdout, done.stderr)
