@@ -317,13 +317,14 @@ def verify(ledger: dict[str, Any], path: Path, verifier: Path) -> dict[str, Any]
     privacy.write_ledger(ledger, path)
     if not verifier.is_file():
         return {"verified": None, "verifier": f"not found: {verifier.name}"}
+    tools = dict.fromkeys([verifier, *([SHARED_VERIFIER] if SHARED_VERIFIER.is_file() else [])])
+    running = [subprocess.Popen([sys.executable, str(tool), str(path)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for tool in tools]  # in parallel
     verdicts = []
-    for tool in dict.fromkeys([verifier, *([SHARED_VERIFIER] if SHARED_VERIFIER.is_file()
-                                           else [])]):
-        done = subprocess.run([sys.executable, str(tool), str(path)], capture_output=True,
-                              text=True, timeout=300)
-        lines = done.stdout.strip().splitlines()
-        verdicts.append((done.returncode == 0, lines[-1] if lines else done.stderr.strip()))
+    for proc in running:
+        out, err = proc.communicate(timeout=300)
+        lines = out.strip().splitlines()
+        verdicts.append((proc.returncode == 0, lines[-1] if lines else err.strip()))
     return {"verified": all(ok for ok, _ in verdicts),
             "verifier": "; ".join(line for _, line in verdicts)}
 

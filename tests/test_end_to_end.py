@@ -67,6 +67,8 @@ def test_text_path_writes_a_verified_ledger(project):
     assert ledger["noise_source"] == "secure" and ledger["album_count"] == "dp"
     names = [m["name"] for m in ledger["mechanisms"]]
     assert names == ["album_count", "semantic_query", "summary_lm", "caption_lm"]
+    for m in ledger["mechanisms"][2:]:  # uninterrupted: the plan's reserve steps are unused
+        assert m["steps"] == m["train_steps"] < m["planned"]["steps"]
     # N is released by the DP count: the plan's N is that count, not the true 24
     assert ledger["n_albums"] >= 1 and "Laplace" in ledger["n_albums_note"]
     history = json.loads((project / "data/08_reporting/dp_training_history.json").read_text())

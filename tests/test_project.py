@@ -117,9 +117,8 @@ def test_readme_verify_commands_run_as_written(tmp_path):
     account = PrivacyAccount(reporting / "privacy_account.json")
     params = {"epsilon": 2.0, "shares": {"album_count": 0.1, "summary_lm": 0.45,
                                          "caption_lm": 0.45}, "max_grad_norm": 1.0}
-    dp = {"selection": {"mode": "none"},
-          "summary_lm": {"dp": {"expected_batch_albums": 10, "epochs": 1}},
-          "caption_lm": {"dp": {"expected_batch_albums": 10, "epochs": 1}}}
+    lm = {"dp": {"expected_batch_albums": 10, "epochs": 1, "noise_multiplier": 3.0}}
+    dp = {"selection": {"mode": "none"}, "summary_lm": lm, "caption_lm": lm}
     plan = plan_run([f"a{i}" for i in range(100)], account, params, dp, {})
     write_ledger(plan, reporting / "privacy_ledger.json")
     for command in commands:

