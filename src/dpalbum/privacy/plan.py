@@ -29,7 +29,7 @@ from typing import Any
 from .account import PrivacyAccount, dataset_key
 from .config import DPSGDParams, PrivacyConfigError, PrivacyParams, SemanticQueryParams
 from .errors import PrivacyBudgetExceeded
-from .ledger import LedgerError, charge, describe, plan_privacy
+from .ledger import charge, describe, plan_privacy
 from .query import dp_album_count
 from .randomness import noise_source
 
@@ -165,12 +165,7 @@ def plan_run(album_ids: Sequence[str], account: PrivacyAccount,
         n_albums = n_true
         logger.warning("privacy.album_count: public — the number of albums (%d) is treated as "
                        "public and is not protected", n_albums)
-    try:
-        plan = plan_privacy(params, n_albums, specs)
-    except LedgerError as err:
-        raise PrivacyConfigError(
-            f"{err}. With N = {n_albums} albums (the DP count), lower the expected_batch_albums "
-            f"named above to at most {n_albums}.") from err
+    plan = plan_privacy(params, n_albums, specs)  # q capped at 1 when a batch exceeds N̂
     plan.update(plan_id=plan_id, config_fingerprint=fingerprint)
     if params.album_count == "dp":
         plan = charge(plan, count.mechanism)
