@@ -25,6 +25,7 @@ import torch
 
 from dpalbum import privacy
 from dpalbum.models import language_model as lm
+from dpalbum.models.devices import generation_device
 from dpalbum.models.sampler import AlbumSizePrior, SamplingConfig, sample_album_texts
 from dpalbum.pipelines.evaluation import audit, report
 from dpalbum.pipelines.evaluation.config import PrivacyAuditConfig
@@ -95,8 +96,7 @@ def train_audit_lms_node(audit_training_texts: pd.DataFrame, public_album_texts:
         logger.warning("privacy audit: dp_training overridden for the audit LMs only: %s",
                        privacy_audit.training)
     plan = privacy.audit_plan(privacy_params, params, len(audit_training_texts))
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if params["device"] == "auto" \
-        else params["device"]
+    device = str(generation_device(params["device"]))  # auto: the GPU when there is one
     models: dict[str, Any] = {}
     for role in LM_ROLES:
         reference = lm.build_and_pretrain(role, public_album_texts, lm_tokenizer, params[role],
