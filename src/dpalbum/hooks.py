@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -145,3 +146,35 @@ class MlflowReleaseHook:
         if isinstance(dataset, ModelFolderDataset) and dataset.path.is_dir():
             mlflow.log_artifacts(str(dataset.path), artifact_path=f"models/{dataset_name}")
             logger.info("logged model %s to MLflow", dataset_name)
+
+
+class NodeTimingHook:
+    """Logs each node's wall time and, at the end of a run, the slowest nodes: where a run's
+    minutes go, without opening a profiler (timings stay in the log, never in a data file)."""
+
+    def __init__(self) -> None:
+        self._started: dict[str, float] = {}
+        self._seconds: dict[str, float] = {}
+
+    @hook_impl
+    def before_pipeline_run(self, run_params, pipeline, catalog) -> None:
+        self._started, self._seconds = {}, {}
+
+    @hook_impl
+    def before_node_run(self, node, catalog, inputs, is_async, run_id) -> None:
+        self._started[node.name] = time.perf_counter()
+
+    @hook_impl
+    def after_node_run(self, node, catalog, inputs, outputs, is_async, run_id) -> None:
+        seconds = time.perf_counter() - self._started.pop(node.name, time.perf_counter())
+        self._seconds[node.name] = seconds
+        logger.info("node %s took %.1f s", node.name, seconds)
+
+    @hook_impl
+    def after_pipeline_run(self, run_params, run_result, pipeline, catalog) -> None:
+        if not self._seconds:
+            return
+        total = sum(self._seconds.values())
+        slowest = sorted(self._seconds.items(), key=lambda kv: -kv[1])[:8]
+        logger.info("node time %.0f s in all; slowest: %s", total,
+                    ", ".join(f"{name} {s:.0f} s ({s / total:.0%})" for name, s in slowest))

@@ -2,7 +2,7 @@
 
 from kedro.config import OmegaConfigLoader
 
-from dpalbum.hooks import FlatParamsHook, MlflowReleaseHook
+from dpalbum.hooks import FlatParamsHook, MlflowReleaseHook, NodeTimingHook
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
@@ -14,4 +14,4 @@ CONFIG_LOADER_ARGS = {
     },
 }
 
-HOOKS = (FlatParamsHook(), MlflowReleaseHook())
+HOOKS = (FlatParamsHook(), MlflowReleaseHook(), NodeTimingHook())

@@ -147,6 +147,32 @@ def test_prompt_and_guidance_change_the_images(tiny_renderer):
     assert not np.array_equal(red, unguided[0])
 
 
+def test_guidance_applies_to_the_first_guided_fraction_of_steps_only(tiny_renderer):
+    seeds, prompts = [5], [["a red circle", "a red circle at the beach"]]
+
+    def render(scale, fraction):
+        coherence = CoherenceConfig(guidance_scale=scale, guided_fraction=fraction)
+        return tiny_renderer.render(prompts, seeds, coherence, progress=False)[0]
+
+    unguided, everywhere, half = render(1.0, 1.0), render(3.0, 1.0), render(3.0, 0.5)
+    assert np.array_equal(render(3.0, 0.0), unguided)  # no guided step: the conditional model
+    assert not np.array_equal(half, unguided) and not np.array_equal(half, everywhere)
+    assert np.array_equal(render(3.0, 0.5), half)  # still seeded
+
+
+def test_channels_last_is_a_memory_order_not_a_model():
+    images = np.random.default_rng(1).integers(0, 255, (8, 16, 16, 3)).astype(np.uint8)
+    captions = ["a red picture", "a blue picture"] * 4
+    nhwc = train_embedded_renderer(images, captions, tiny_config(train_steps=3), progress=False)
+    nchw = train_embedded_renderer(images, captions,
+                                   tiny_config(train_steps=3, channels_last=False),
+                                   progress=False)
+    for a, b in zip(nhwc.unet.parameters(), nchw.unet.parameters()):
+        assert a.is_contiguous()  # saved and DP-fine-tuned in the usual order
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=2e-4)  # same maths, other kernels
+    assert nhwc.training_report["steps"] == 3
+
+
 def test_training_is_seeded_and_lowers_the_loss():
     rng = np.random.default_rng(0)
     images = np.zeros((16, 16, 16, 3), np.uint8)
