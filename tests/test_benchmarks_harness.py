@@ -198,3 +198,35 @@ def test_end_to_end_measures_the_memory_of_the_whole_process_tree(tmp_path):
     assert result["peak_rss_process_mb"] >= 120  # the grandchild's allocation is seen
     assert result["peak_rss_tree_mb"] >= 120
     assert result["seconds"] >= 1.0
+
+
+def test_determinism_compares_results_byte_for_byte_and_ignores_ids_and_times(tmp_path):
+    sys.path.insert(0, str(ROOT / "benchmarks"))  # determinism.py imports end_to_end by name
+    determinism = _load("determinism")
+
+    def project(name: str, album_bytes: bytes, plan_id: str) -> Path:
+        root = tmp_path / name
+        for rel in determinism.COMPARED_FILES:
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            (root / rel).write_text('{"a": 1}')
+        (root / determinism.LEDGER).write_text(json.dumps(
+            {"plan_id": plan_id, "mechanisms": [{"name": "m", "sigma": 1.0}]}))
+        albums = root / "data/07_model_output/synthetic_albums/a0"
+        albums.mkdir(parents=True)
+        (albums / "000.png").write_bytes(album_bytes)
+        return root
+
+    same = determinism.results_of(project("one", b"png", "plan-1"))
+    assert determinism.results_of(project("two", b"png", "plan-2")) == same  # ids are not results
+    other = determinism.results_of(project("three", b"PNG", "plan-1"))
+    differing = sorted(k for k in same if same[k] != other[k])
+    assert differing == ["data/07_model_output/synthetic_albums"]
+
+    runs = {"idle": {"returncode": 0, "seconds": 500.0, "load_average_after": [1.9]},
+            "loaded": {"returncode": 0, "seconds": 900.0, "load_average_after": [4.1]}}
+    row = run_all.determinism_figures({"runs": runs, "differing": differing,
+                                       "files_compared": 9, "identical": False})[0]
+    assert row.met is False and "synthetic_albums" in row.note
+    row = run_all.determinism_figures({"runs": runs, "differing": [], "files_compared": 9,
+                                       "identical": True})[0]
+    assert row.met is None and row.ok and "identical: True" in row.note
