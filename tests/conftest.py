@@ -5,6 +5,7 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ.setdefault("DPALBUM_TORCH_THREADS", "1")  # what the project hook sets in a KedroSession
 
 import torch  # noqa: E402
 
