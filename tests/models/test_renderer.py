@@ -173,6 +173,18 @@ def test_channels_last_is_a_memory_order_not_a_model():
     assert nhwc.training_report["steps"] == 3
 
 
+def test_a_renderer_that_has_rendered_can_still_be_trained(tiny_renderer):
+    tiny_renderer.render([["a red circle"]], [3], CoherenceConfig(), progress=False)
+    with torch.inference_mode():  # a caller's inference mode must not freeze the weights either
+        tiny_renderer.render([["a red circle"]], [3], CoherenceConfig(), progress=False)
+    for p in tiny_renderer.unet.parameters():
+        assert not p.is_inference() and p.is_contiguous()
+    side = tiny_renderer.config.image_size // tiny_renderer.config.patch_size
+    x = torch.randn(2, tiny_renderer.unet.config.in_channels, side, side)
+    cond = tiny_renderer.encode(["a red circle", "a blue square"])
+    tiny_renderer.predict_noise(x, torch.tensor([10, 500]), cond).pow(2).mean().backward()
+
+
 def test_training_is_seeded_and_lowers_the_loss():
     rng = np.random.default_rng(0)
     images = np.zeros((16, 16, 16, 3), np.uint8)

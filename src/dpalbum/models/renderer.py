@@ -407,7 +407,6 @@ class EmbeddedRenderer:
         return self.unet(x, t, encoder_hidden_states=cond.tokens,
                          encoder_attention_mask=cond.mask, class_labels=cond.pooled).sample
 
-    @torch.inference_mode()
     def sample(self, noise: torch.Tensor, cond: PromptConditioning, guidance_scale: float,
                num_inference_steps: int | None = None, sampler: str | None = None,
                guided_fraction: float = 1.0) -> torch.Tensor:
@@ -417,8 +416,9 @@ class EmbeddedRenderer:
         scheduler = make_sampler(sampler or self.config.sampler, self.noise_scheduler.config)
         scheduler.set_timesteps(num_inference_steps or self.config.num_inference_steps)
         patch = self.config.patch_size
-        memory_format = torch.channels_last if self.config.channels_last else \
-            torch.contiguous_format
+        # Under a caller's inference mode the weights keep their order (see below).
+        memory_format = torch.channels_last if self.config.channels_last and \
+            not torch.is_inference_mode_enabled() else torch.contiguous_format
         x = to_patches(noise.to(self.device), patch) * scheduler.init_noise_sigma
         cond = cond.to(self.device)
         n_guided = round(guided_fraction * len(scheduler.timesteps)) \
@@ -427,20 +427,31 @@ class EmbeddedRenderer:
         if n_guided:  # one forward pass over [null; prompt] per guided step
             null = PromptConditioning.null(len(cond), cond.tokens.shape[1], cond.tokens.shape[2])
             both = PromptConditioning.cat([null.to(self.device), cond])
+        # The weights change memory order outside inference mode: converted inside it they
+        # would become inference tensors, which a later DP fine-tune cannot train.
         self.unet.to(memory_format=memory_format)
         try:
-            for i, t in enumerate(scheduler.timesteps):
-                guided = i < n_guided
-                model_in = scheduler.scale_model_input(torch.cat([x, x]) if guided else x, t)
-                eps = self.predict_noise(model_in.contiguous(memory_format=memory_format), t,
-                                         both if guided else cond)
-                if guided:
-                    eps_null, eps_text = eps.chunk(2)
-                    eps = eps_null + guidance_scale * (eps_text - eps_null)
-                x = scheduler.step(eps.contiguous(), t, x).prev_sample
+            with torch.inference_mode():
+                x = self._denoise(x, scheduler, cond, both, n_guided, guidance_scale,
+                                  memory_format)
         finally:
             self.unet.to(memory_format=torch.contiguous_format)
         return from_patches(x, patch)
+
+    def _denoise(self, x: torch.Tensor, scheduler, cond: PromptConditioning,
+                 both: PromptConditioning, n_guided: int, guidance_scale: float,
+                 memory_format: torch.memory_format) -> torch.Tensor:
+        """The sampler loop: guided steps first (one pass over [null; prompt]), then plain."""
+        for i, t in enumerate(scheduler.timesteps):
+            guided = i < n_guided
+            model_in = scheduler.scale_model_input(torch.cat([x, x]) if guided else x, t)
+            eps = self.predict_noise(model_in.contiguous(memory_format=memory_format), t,
+                                     both if guided else cond)
+            if guided:
+                eps_null, eps_text = eps.chunk(2)
+                eps = eps_null + guidance_scale * (eps_text - eps_null)
+            x = scheduler.step(eps.contiguous(), t, x).prev_sample
+        return x
 
     def render(self, album_prompts: Sequence[Sequence[str]], seeds: Sequence[int],
                coherence: CoherenceConfig, progress: bool = True) -> list[np.ndarray]:
