@@ -7,9 +7,10 @@ running ``kedro run`` with ``privacy.noise: replayable`` and the same ``DPALBUM_
 benchmark constant, never a release's). The second run shares the machine with one busy-looping
 process per core, so every step takes longer; training runs by steps, so nothing may change.
 
-Compared, byte for byte: ``metrics.json`` (what the issue asks for), ``released_metrics.json``,
-the privacy ledger, and every file of the synthetic albums, curated texts and renderer weights
-(sha256). Timings, plan ids and timestamps are not results and are not compared.
+Compared, byte for byte: ``metrics.json`` (what the issue asks for) and
+``released_metrics.json``; the privacy ledger and every file of the synthetic albums and of the
+renderer's and both LMs' folders, with plan ids and timestamps taken out (a replay draws a new
+plan id by design, and the data card and the ledger say when they were made).
 
     .venv/bin/python benchmarks/determinism.py            # two default runs, ~25-40 min
     .venv/bin/python benchmarks/determinism.py --quick    # the shrunken world of end_to_end
@@ -23,6 +24,7 @@ import hashlib
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -40,19 +42,13 @@ COMPARED_FILES = ("data/08_reporting/metrics.json", "data/08_reporting/released_
 COMPARED_TREES = ("data/07_model_output/synthetic_albums", "data/06_models/renderer/unet",
                   "data/06_models/summary_lm", "data/06_models/caption_lm")
 LEDGER = "data/08_reporting/privacy_ledger.json"
-LEDGER_VOLATILE = ("plan_id", "created_at", "updated_at", "charged_at", "settled_at",
-                   "finished_at")
+LEDGER_VOLATILE = ("plan_id", "privacy_plan_id", "created_at", "updated_at", "charged_at",
+                   "settled_at", "finished_at", "rendered_at")
 
 
 def _busy() -> None:
     while True:
         pass
-
-
-def digest_tree(folder: Path) -> dict[str, str]:
-    """sha256 of every file under ``folder`` (relative path -> hex digest)."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def _without_volatile(value: Any) -> Any:
@@ -61,6 +57,24 @@ def _without_volatile(value: Any) -> Any:
     if isinstance(value, list):
         return [_without_volatile(v) for v in value]
     return value
+
+
+def _normalised(path: Path) -> bytes:
+    """A file's bytes, without what a replay does not reproduce by design: plan ids and
+    timestamps (in JSON: the LEDGER_VOLATILE keys; in text: 32-hex ids and ISO times)."""
+    data = path.read_bytes()
+    if path.suffix == ".json":
+        return json.dumps(_without_volatile(json.loads(data)), sort_keys=True).encode()
+    if path.suffix in (".md", ".txt", ".html"):
+        text = re.sub(r"\b[0-9a-f]{32}\b", "<id>", data.decode(errors="replace"))
+        return re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[^ |\"<]*", "<time>", text).encode()
+    return data
+
+
+def digest_tree(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder``, normalised (relative path -> hex digest)."""
+    return {str(p.relative_to(folder)): hashlib.sha256(_normalised(p)).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def results_of(project: Path) -> dict[str, Any]:
@@ -130,6 +144,11 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(workdir, ignore_errors=True)  # .venv and shared are symlinks
     differing = sorted(k for k in set(idle_results) | set(loaded_results)
                        if idle_results.get(k) != loaded_results.get(k))
+    differing_files = {k: sorted(f for f in set(idle_results.get(k) or {}) |
+                                 set(loaded_results.get(k) or {})
+                                 if (idle_results.get(k) or {}).get(f) !=
+                                 (loaded_results.get(k) or {}).get(f))[:20]
+                       for k in differing if isinstance(idle_results.get(k), dict)}
     both_ran = idle["returncode"] == 0 and loaded["returncode"] == 0
     report = {
         "benchmark": "determinism: two cold default runs with replayable noise, the second "
@@ -141,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         "files_compared": sum(len(v) if isinstance(v, dict) else 1
                               for v in idle_results.values()),
         "differing": differing,
+        "differing_files": differing_files,
         "identical": both_ran and not differing,
         "minutes": round((time.time() - started) / 60, 1),
     }

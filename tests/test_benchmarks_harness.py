@@ -214,11 +214,17 @@ def test_determinism_compares_results_byte_for_byte_and_ignores_ids_and_times(tm
         albums = root / "data/07_model_output/synthetic_albums/a0"
         albums.mkdir(parents=True)
         (albums / "000.png").write_bytes(album_bytes)
+        (albums.parent / "DATA_CARD.md").write_text(
+            f"| plan | {plan_id * 8} |\n| generated (UTC) | 2026-12-0{len(name)}T10:00:00+00:00 |")
+        lm = root / "data/06_models/caption_lm"
+        lm.mkdir(parents=True)
+        (lm / "config.json").write_text(json.dumps(
+            {"n_layer": 2, "dpalbum_privacy": {"plan_id": plan_id, "steps": 56}}))
         return root
 
-    same = determinism.results_of(project("one", b"png", "plan-1"))
-    assert determinism.results_of(project("two", b"png", "plan-2")) == same  # ids are not results
-    other = determinism.results_of(project("three", b"PNG", "plan-1"))
+    same = determinism.results_of(project("one", b"png", "0123"))
+    assert determinism.results_of(project("two", b"png", "4567")) == same  # ids are not results
+    other = determinism.results_of(project("three", b"PNG", "0123"))
     differing = sorted(k for k in same if same[k] != other[k])
     assert differing == ["data/07_model_output/synthetic_albums"]
 

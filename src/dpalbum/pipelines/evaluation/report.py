@@ -17,7 +17,6 @@ import html
 import io
 import math
 from collections import Counter
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -186,8 +185,8 @@ def privacy_block(privacy_ledger: dict[str, Any]) -> dict[str, Any]:
 def assemble_metrics(privacy_ledger: dict[str, Any],
                      sections: list[dict[str, Any]]) -> dict[str, Any]:
     """metrics.json (internal): run privacy, released and internal sections, what was absent."""
+    # No timestamp: the same inputs give the same bytes (the MLflow run records when).
     doc: dict[str, Any] = {
-        "generated": datetime.now(UTC).isoformat(timespec="seconds"),
         "internal": True, "internal_means": INTERNAL_MEANS,
         "privacy": privacy_block(privacy_ledger),
         "released": {}, "internal_sections": {}, "absent": {}, "internal_absent": {},
@@ -210,7 +209,7 @@ def assemble_metrics(privacy_ledger: dict[str, Any],
 def released_metrics(document: dict[str, Any]) -> dict[str, Any]:
     """released_metrics.json: the released sections and the privacy block, nothing internal."""
     released = set(document["released"]) | set(document["absent"])
-    return {"generated": document["generated"], "internal": False,
+    return {"internal": False,
             "privacy": document["privacy"], "released": document["released"],
             "absent": document["absent"],
             "notes": {k: v for k, v in document["notes"].items() if k in released}}
@@ -445,7 +444,7 @@ def render_report(doc: dict[str, Any], ledger: dict[str, Any], synthetic_albums:
 <style>{_STYLE}</style></head>
 <body data-images-total="0" data-images-loaded="0">
 <h1>{html.escape(title)}</h1>
-<p>Generated {html.escape(str(doc.get('generated', '')))}.</p>
+<p>From the run whose privacy plan was made at {html.escape(str(ledger.get('created_at', '')))}.</p>
 {banner}
 <h2>Privacy ledger</h2>
 {_ledger_html(ledger)}
