@@ -150,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
                                  (loaded_results.get(k) or {}).get(f))[:20]
                        for k in differing if isinstance(idle_results.get(k), dict)}
     both_ran = idle["returncode"] == 0 and loaded["returncode"] == 0
+    files_per_part = {k: len(v) if isinstance(v, dict) else int(v is not None)
+                      for k, v in idle_results.items()}
+    missing = sorted(k for k, n in files_per_part.items() if n == 0)  # nothing to compare
     report = {
         "benchmark": "determinism: two cold default runs with replayable noise, the second "
                      "beside a CPU hog; results compared byte for byte",
@@ -161,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
                               for v in idle_results.values()),
         "differing": differing,
         "differing_files": differing_files,
-        "identical": both_ran and not differing,
+        "files_per_part": files_per_part,
+        "missing": missing,
+        "identical": both_ran and not differing and not missing,
         "minutes": round((time.time() - started) / 60, 1),
     }
     args.out.write_text(json.dumps(report, indent=2) + "\n")
