@@ -95,8 +95,30 @@ class _Layer:
         raise NotImplementedError
 
 
-def _stack(parts: list[list[torch.Tensor]]) -> list[torch.Tensor]:
-    return [torch.stack(p) for p in zip(*parts)]
+def _album_sums(per_row: torch.Tensor, bounds: Bounds) -> torch.Tensor:
+    """(m, *shape) sums of ``per_row`` (n, *shape) over each album's rows, in one matmul with
+    the 0/1 album-membership matrix (rather than one reduction per album)."""
+    member = torch.zeros(len(bounds), per_row.shape[0], dtype=per_row.dtype,
+                         device=per_row.device)
+    for i, (s, e) in enumerate(bounds):
+        member[i, s:e] = 1
+    return (member @ per_row.flatten(1)).view(len(bounds), *per_row.shape[1:])
+
+
+def _weights_by_album(layer: _Layer, bounds: Bounds, weight_of) -> list[torch.Tensor]:
+    """Per parameter (m, *shape): the weight from ``weight_of(rows slice)`` for each album
+    (written into one preallocated tensor), the bias as album sums of per-row G sums."""
+    out = []
+    for name in layer.names:
+        if name == "weight":
+            w = torch.empty((len(bounds), *layer.module.weight.shape),
+                            dtype=layer.calls[0].g.dtype, device=layer.calls[0].g.device)
+            for i, (s, e) in enumerate(bounds):
+                w[i] = weight_of(s, e)
+            out.append(w)
+        else:
+            out.append(_album_sums(layer.bias_per_row(), bounds))
+    return out
 
 
 class _LinearLayer(_Layer):
@@ -115,17 +137,17 @@ class _LinearLayer(_Layer):
         d_in, d_out = self.module.in_features, self.module.out_features
         return t * (d_in + d_out) < d_in * d_out
 
+    def bias_per_row(self) -> torch.Tensor:
+        return sum(self._ag(call)[1].sum(1) for call in self.calls)  # (n, d_out)
+
     def album_grads(self, bounds: Bounds) -> list[torch.Tensor]:
-        out = []
-        for s, e in bounds:
-            w = b = 0
+        def weight(s: int, e: int) -> torch.Tensor:
+            total = 0
             for call in self.calls:
                 a, g = self._ag(call)
-                a_s, g_s = a[s:e].reshape(-1, a.shape[-1]), g[s:e].reshape(-1, g.shape[-1])
-                w = w + g_s.T @ a_s  # (d_out, d_in)
-                b = b + g_s.sum(0)
-            out.append([w if n == "weight" else b for n in self.names])
-        return _stack(out)
+                total = total + g[s:e].reshape(-1, g.shape[-1]).T @ a[s:e].reshape(-1, a.shape[-1])
+            return total  # (d_out, d_in)
+        return _weights_by_album(self, bounds, weight)
 
     def ghost_norm2(self, bounds: Bounds) -> torch.Tensor:
         a, g = self._ag(self.calls[0])
@@ -166,16 +188,13 @@ class _Conv2dLayer(_Layer):
         d_in, d_out = m.in_channels * m.kernel_size[0] * m.kernel_size[1], m.out_channels
         return t * (d_in + d_out) < d_in * d_out
 
+    def bias_per_row(self) -> torch.Tensor:
+        return sum(call.g.sum((2, 3)) for call in self.calls)  # (n, c_out)
+
     def album_grads(self, bounds: Bounds) -> list[torch.Tensor]:
-        out = []
-        for s, e in bounds:
-            w = b = 0
-            for call in self.calls:
-                if "weight" in self.names:
-                    w = w + self._backward_weight(call.g[s:e], call.a[s:e])
-                b = b + call.g[s:e].sum((0, 2, 3))
-            out.append([w if n == "weight" else b for n in self.names])
-        return _stack(out)
+        def weight(s: int, e: int) -> torch.Tensor:
+            return sum(self._backward_weight(call.g[s:e], call.a[s:e]) for call in self.calls)
+        return _weights_by_album(self, bounds, weight)
 
     def ghost_norm2(self, bounds: Bounds) -> torch.Tensor:
         m, call = self.module, self.calls[0]
@@ -221,7 +240,7 @@ class _NormLayer(_Layer):
         return grads
 
     def album_grads(self, bounds: Bounds) -> list[torch.Tensor]:
-        return [torch.stack([g[s:e].sum(0) for s, e in bounds]) for g in self._per_row()]
+        return [_album_sums(g, bounds) for g in self._per_row()]
 
     def weighted_sum(self, row_f: torch.Tensor) -> list[torch.Tensor]:
         return [torch.einsum("n,n...->...", row_f.to(g.dtype), g) for g in self._per_row()]
@@ -394,7 +413,8 @@ class GhostClipper:
                 warnings.filterwarnings("ignore", message=".*not have been used in the graph")
                 grads = torch.autograd.grad(loss, [c.y for c in wanted], allow_unused=True)
             for call, g in zip(wanted, grads):
-                call.g = g
+                # one copy now, so that every album's rows are a contiguous slice below
+                call.g = g if g is None else g.contiguous()
         for layer in self.layers:  # outputs no longer needed; unused calls contribute nothing
             for call in layer.calls:
                 call.y = None
@@ -497,7 +517,8 @@ def iter_ghost_album_chunks(
             if carry is not None:
                 for g, i in zip(grads, layer.index):
                     g[rows_of.index(0)] += carry[i]
-            own = sum(g.flatten(1).to(acc).pow(2).sum(1) for g in grads)
+            own = sum(torch.linalg.vector_norm(g.flatten(1), dim=1).to(acc).square()
+                      for g in grads)
             norm2[rows_of] += own
             if not ghost:
                 layer.calls = []  # album gradients kept; activations no longer needed
