@@ -313,3 +313,15 @@ def test_train_dp_refuses_an_unsupported_model_before_training():
     with pytest.raises(GhostClippingError, match="_Scaled"):
         train_dp(model, make_regression_albums(2), regression_row_loss, regression_collate,
                  config, progress=False)
+
+
+def test_public_clip_norms_by_ghost_equal_hooks():
+    """privacy.max_grad_norm: auto tunes C on public albums' norms: the same by either mode."""
+    from dpalbum.privacy.clipping import public_album_grad_norms
+
+    model, albums, row_loss, collate = _setup("conv_groupnorm")
+    norms = {mode: public_album_grad_norms(model, albums, row_loss, collate, grad_sample_mode=mode,
+                                           physical_batch_rows=2)
+             for mode in ("hooks", "ghost")}
+    assert len(norms["ghost"]) == len(albums)
+    torch.testing.assert_close(norms["ghost"], norms["hooks"], rtol=1e-6, atol=1e-8)
