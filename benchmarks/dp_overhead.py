@@ -1,20 +1,26 @@
 """DP-SGD overhead: step time and peak memory of album-level DP-SGD relative to non-private
 training, same model, same Poisson-sampled batches of albums, measured in one run.
 
-Models: a tiny GPT-2 with LoRA on c_attn (the LM role) and a tiny UNet2DConditionModel (the
-renderer role). Modes per model, fed the *same* sampled album batches, interleaved step by step:
+Models: a tiny GPT-2 with LoRA on c_attn (the LM role), a tiny UNet2DConditionModel, and the
+renderer's own full-parameter UNet at its default shape (``renderer``: ``build_unet`` with
+conf/base/parameters_rendering.yml's architecture, 2x2 patches of 32x32 images, MiniLM-sized
+conditioning, ``diffusion_row_loss``). Modes per model, fed the *same* sampled album batches,
+interleaved step by step:
   nonprivate   plain autograd, same expected batch and loss scaling (the ε = inf baseline step)
   dp_album     dpalbum's step: Opacus per-row gradients summed per album, one clip per album
   dp_example   the same step with every row its own unit (example-level clipping), to price
                the album-level summation
+  dp_ghost     the album-level step by ghost clipping (privacy/ghost_clipping.py): album norms
+               from activations and output gradients, no per-row gradients
 Time: wall-clock per step, one torch thread by default; ratios are medians over steps of the
-paired ratio (both modes on the same batch, back to back), robust to a shared machine's load.
+paired ratio (both modes on the same batch, back to back), robust to a shared machine's load,
+with a 95% interval for the geometric mean of the paired ratios (t interval on log ratios).
 Memory: peak resident set size (Linux VmHWM) of a fresh subprocess per (model, mode), reset with
 /proc/self/clear_refs after the model is built, so it is the peak *during training steps*; the
 increment over the post-setup RSS is reported too. glibc is told to mmap blocks ≥ 64 KiB so RSS
 follows live tensors. CPU RSS stands in for accelerator memory.
 
-    .venv/bin/python benchmarks/dp_overhead.py            # ~1-2 min on a laptop CPU
+    .venv/bin/python benchmarks/dp_overhead.py            # a few minutes on a laptop CPU
 Writes benchmarks/results/dp_overhead.json.
 """
 
@@ -23,6 +29,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import os
 import platform
 import statistics
@@ -32,13 +39,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from dpalbum.privacy import PoissonAlbumSampler, unwrap_dp, wrap_for_dp
 from dpalbum.privacy.dpsgd import nonprivate_step, private_step
 
-MODES = ("nonprivate", "dp_album", "dp_example")
+MODES = ("nonprivate", "dp_album", "dp_example", "dp_ghost")
 RESULTS = Path(__file__).resolve().parent / "results" / "dp_overhead.json"
 
 
@@ -100,9 +108,55 @@ def unet_loss(model: nn.Module, batch: tuple[torch.Tensor, ...]) -> torch.Tensor
     return ((model(x, t, encoder_hidden_states=c).sample - y) ** 2).flatten(1).mean(1)  # (B,)
 
 
+def build_renderer(args: argparse.Namespace) -> nn.Module:
+    from dpalbum.models.renderer import build_unet
+
+    torch.manual_seed(0)
+    return build_unet(renderer_config(), text_dim=TEXT_DIM)
+
+
+def renderer_config():
+    """The renderer's default architecture, read from conf/base/parameters_rendering.yml."""
+    import yaml
+
+    from dpalbum.models.renderer import RendererConfig
+
+    conf = Path(__file__).resolve().parents[1] / "conf" / "base" / "parameters_rendering.yml"
+    shape = yaml.safe_load(conf.read_text())["rendering"]["renderer"]
+    keys = ("patch_size", "block_out_channels", "attention_levels", "layers_per_block",
+            "attention_head_dim", "norm_num_groups", "max_prompt_tokens")
+    return RendererConfig(image_size=32, **{k: shape[k] for k in keys})  # globals: image_size 32
+
+
+TEXT_DIM = 384  # the public MiniLM's width: token states and pooled sentence embedding
+
+
+def renderer_rows(args: argparse.Namespace, n: int, g: torch.Generator) -> list[dict]:
+    config = renderer_config()
+    c, s, t = 3 * config.patch_size ** 2, 32 // config.patch_size, config.max_prompt_tokens
+    return [{"noisy": torch.randn(c, s, s, generator=g),
+             "noise": torch.randn(c, s, s, generator=g),
+             "timesteps": torch.randint(0, 1000, (), generator=g),
+             "weights": torch.rand((), generator=g) + 0.5,  # min-SNR weights vary per row
+             "tokens": torch.randn(t, TEXT_DIM, generator=g),
+             "mask": (torch.arange(t) < torch.randint(4, t, (), generator=g)).float(),
+             "pooled": torch.randn(TEXT_DIM, generator=g)} for _ in range(n)]
+
+
+def renderer_collate(rows: list[dict]) -> dict[str, torch.Tensor]:
+    return {k: torch.stack([r[k] for r in rows]) for k in rows[0]}
+
+
+def renderer_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    from dpalbum.models.renderer import diffusion_row_loss
+
+    return diffusion_row_loss(model, batch)  # (B,)
+
+
 MODELS = {
     "gpt2_lora": (build_lm, lm_rows, lm_collate, lm_loss),
     "unet": (build_unet, unet_rows, unet_collate, unet_loss),
+    "renderer": (build_renderer, renderer_rows, renderer_collate, renderer_loss),
 }
 
 
@@ -117,9 +171,10 @@ class Runner:
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.params, lr=1e-4)
         self.wrapped, self.guards = (
-            (model, []) if mode == "nonprivate" else wrap_for_dp(model, "hooks")
+            (model, []) if mode == "nonprivate"
+            else wrap_for_dp(model, "ghost" if mode == "dp_ghost" else "hooks")
         )
-        self.noise = torch.Generator().manual_seed(1)
+        self.noise = np.random.default_rng(1)  # timing only: nothing is released
 
     def step(self, albums: list[list[Any]]) -> None:
         common = {"expected_batch": self.args.batch_albums, "device": torch.device("cpu"),
@@ -142,7 +197,8 @@ def make_batches(args: argparse.Namespace, rows_fn, n_steps: int) -> list[list[l
     """The same Poisson-sampled album batches for every mode (rows per album 2..6)."""
     g = torch.Generator().manual_seed(0)
     sizes = torch.randint(2, 7, (args.n_albums,), generator=g).tolist()
-    sampler = PoissonAlbumSampler(args.n_albums, args.batch_albums / args.n_albums, seed=0)
+    sampler = PoissonAlbumSampler(args.n_albums, args.batch_albums / args.n_albums,
+                                  np.random.default_rng(0))  # a benchmark: seeded on purpose
     albums: dict[int, list[Any]] = {}
     batches = []
     for _ in range(n_steps):
@@ -158,11 +214,15 @@ def time_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Interleave the modes step by step on the same batches; median seconds per step."""
     build, rows_fn, collate, loss = MODELS[name]
     base = build(args)
-    runners = {m: Runner(copy.deepcopy(base), m, args, loss, collate) for m in MODES}
+    modes = args.modes.split(",")
+    runners = {m: Runner(copy.deepcopy(base), m, args, loss, collate) for m in modes}
     batches = make_batches(args, rows_fn, args.warmup + args.steps)
-    times: dict[str, list[float]] = {m: [] for m in MODES}
+    times: dict[str, list[float]] = {m: [] for m in modes}
     for i, batch in enumerate(batches):
-        for mode, runner in runners.items():
+        order = list(runners.items())
+        if i % 2:  # alternate the order, so neither mode always runs right after the other
+            order.reverse()
+        for mode, runner in order:
             start = time.perf_counter()
             runner.step(batch)
             if i >= args.warmup:
@@ -176,7 +236,15 @@ def time_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
         """Median over steps of time(a)/time(b) on the same batch: robust to load swings."""
         return statistics.median(x / y for x, y in zip(times[a], times[b]))
 
-    return {
+    def interval(a: str, b: str) -> list[float]:
+        """95% t interval for the geometric mean of the paired ratios a/b."""
+        logs = [math.log(x / y) for x, y in zip(times[a], times[b])]
+        half = _T975.get(len(logs) - 1, 1.96) * statistics.stdev(logs) / math.sqrt(len(logs))
+        mean = statistics.mean(logs)
+        return [math.exp(mean - half), math.exp(mean), math.exp(mean + half)]
+
+    dp = [m for m in modes if m != "nonprivate"]
+    out = {
         "trainable_params": sum(p.numel() for p in base.parameters() if p.requires_grad),
         "total_params": sum(p.numel() for p in base.parameters()),
         "mean_rows_per_step": statistics.mean(rows),
@@ -184,10 +252,20 @@ def time_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "step_seconds_median": median,
         "step_seconds_mean": {m: statistics.mean(t) for m, t in times.items()},
         "step_seconds_min": {m: min(t) for m, t in times.items()},
-        "time_ratio_dp_album_vs_nonprivate": paired("dp_album", "nonprivate"),
-        "time_ratio_dp_example_vs_nonprivate": paired("dp_example", "nonprivate"),
-        "time_ratio_album_vs_example_clipping": paired("dp_album", "dp_example"),
+        **{f"time_ratio_{m}_vs_nonprivate": paired(m, "nonprivate") for m in dp},
+        "time_ratio_ci95_geomean": {f"{m}_vs_nonprivate": interval(m, "nonprivate") for m in dp},
     }
+    if "dp_album" in modes and "dp_example" in modes:
+        out["time_ratio_album_vs_example_clipping"] = paired("dp_album", "dp_example")
+    if "dp_album" in modes and "dp_ghost" in modes:
+        out["time_ratio_dp_ghost_vs_dp_album"] = paired("dp_ghost", "dp_album")
+        out["time_ratio_ci95_geomean"]["dp_ghost_vs_dp_album"] = interval("dp_ghost", "dp_album")
+    return out
+
+
+# two-sided 95% t quantiles by degrees of freedom (the normal 1.96 beyond)
+_T975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26,
+         10: 2.23, 12: 2.18, 15: 2.13, 20: 2.09, 25: 2.06, 30: 2.04, 40: 2.02, 60: 2.00}
 
 
 # ---- memory: one fresh subprocess per (model, mode) ----------------------------------------------
@@ -217,25 +295,28 @@ def measure_memory(name: str, args: argparse.Namespace, argv: list[str]) -> dict
     # Large blocks via mmap are returned to the OS when freed, so RSS follows live tensors
     # instead of glibc's cached arenas.
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_ARENA_MAX": "1"}
-    for mode in MODES:
+    modes = args.modes.split(",")
+    for mode in modes:
         done = subprocess.run(
             [sys.executable, __file__, *argv, "--memory-probe", f"{name}:{mode}"],
             capture_output=True, text=True, check=True, env=env,
         )
         out[mode] = json.loads(done.stdout.strip().splitlines()[-1])
-    peak = {m: out[m]["peak_rss_mb"] for m in MODES}
-    inc = {m: out[m]["training_increment_mb"] for m in MODES}
-    return {
-        "per_mode": out,
-        "peak_ratio_dp_album_vs_nonprivate": peak["dp_album"] / peak["nonprivate"],
-        "increment_ratio_dp_album_vs_nonprivate": inc["dp_album"] / inc["nonprivate"],
-        "increment_ratio_album_vs_example_clipping": inc["dp_album"] / inc["dp_example"],
-    }
+    peak = {m: out[m]["peak_rss_mb"] for m in modes}
+    inc = {m: out[m]["training_increment_mb"] for m in modes}
+    result: dict[str, Any] = {"per_mode": out}
+    for m in modes[1:] if modes[0] == "nonprivate" else []:
+        result[f"peak_ratio_{m}_vs_nonprivate"] = peak[m] / peak["nonprivate"]
+        result[f"increment_ratio_{m}_vs_nonprivate"] = inc[m] / inc["nonprivate"]
+    if "dp_album" in modes and "dp_example" in modes:
+        result["increment_ratio_album_vs_example_clipping"] = inc["dp_album"] / inc["dp_example"]
+    return result
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", default="gpt2_lora,unet")
+    ap.add_argument("--models", default="gpt2_lora,unet,renderer")
+    ap.add_argument("--modes", default=",".join(MODES), help="nonprivate first")
     ap.add_argument("--n-albums", type=int, default=256)
     ap.add_argument("--batch-albums", type=float, default=16, help="expected batch (albums)")
     ap.add_argument("--physical-rows", type=int, default=256, help="rows per forward pass")
@@ -280,11 +361,12 @@ def main(argv: list[str] | None = None) -> None:
             entry["memory"] = measure_memory(name, args, base_argv)
         entry["benchmark_seconds"] = time.time() - started
         report["models"][name] = entry
-        print(f"{name}: time dp_album/nonprivate {entry['time_ratio_dp_album_vs_nonprivate']:.2f}"
-              f"x, album/example clipping {entry['time_ratio_album_vs_example_clipping']:.2f}x"
-              + (f", peak memory dp_album/nonprivate "
-                 f"{entry['memory']['peak_ratio_dp_album_vs_nonprivate']:.2f}x"
-                 if "memory" in entry else ""), flush=True)
+        ratios = entry["time_ratio_ci95_geomean"]
+        print(f"{name}: time ratios (geomean [95% CI]) "
+              + ", ".join(f"{k} {v[1]:.2f} [{v[0]:.2f}, {v[2]:.2f}]" for k, v in ratios.items())
+              + (", peak memory " + ", ".join(
+                  f"{k[len('peak_ratio_'):]} {v:.2f}x" for k, v in entry["memory"].items()
+                  if k.startswith("peak_ratio_")) if "memory" in entry else ""), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")

@@ -64,7 +64,7 @@ def test_shipped_parameters_parse_and_name_every_mechanism(shipped):
     ({"noise": "insecure"}, "privacy.noise"),
     ({"noise": "seeded"}, "privacy.noise"),
     ({"album_count": "guess"}, "privacy.album_count"),
-    ({"grad_sample_mode": "ghost"}, "privacy.grad_sample_mode"),
+    ({"grad_sample_mode": "ghosts"}, "privacy.grad_sample_mode"),
 ])
 def test_privacy_params_refuse_unknown_keys_and_bad_values(shipped, change, named):
     with pytest.raises(PrivacyConfigError, match=re.escape(named)):

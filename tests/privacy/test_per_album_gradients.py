@@ -142,10 +142,3 @@ def test_functorch_mode_matches_hooks():
         results.append([got[a] for a in range(len(albums))])
     assert len(params) == len(results[0][0])
     assert _max_rel_error(results[1], results[0]) < 1e-4
-
-
-def test_ghost_mode_is_refused_clearly():
-    config = DPSGDConfig(noise_multiplier=1.0, steps=1, sample_rate=0.5, grad_sample_mode="ghost")
-    with pytest.raises(ValueError, match="album-level clipping"):
-        train_dp(tiny_lora_gpt2(), make_lm_albums([1, 1]), lm_row_loss, lm_collate, config,
-                 progress=False)

@@ -17,7 +17,8 @@ Mechanisms
   steps), every row of a sampled album in the batch, per-row gradients (Opacus hooks) summed per
   album and clipped once to C, noise N(0, σ²C²), division by the expected batch qN. Conv2d
   inputs are made contiguous (Opacus 1.6.0 gets channels-last per-sample gradients wrong).
-  Ghost clipping is refused (it cannot sum rows per album before clipping).
+  ``grad_sample_mode: ghost`` (``ghost_clipping``) gets the same album norms and clipped sum
+  without per-row gradients (activations x output gradients per album).
 - Gaussian semantic query (``semantic_query``): album-level top-k label histogram, L2 sensitivity
   √k, noise std σ√k.
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from opacus import GradSampleModule
@@ -24,6 +24,9 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from .conv_guard import guard_conv_inputs, has_conv2d
+
+if TYPE_CHECKING:
+    from .ghost_clipping import GhostClipper
 
 RowLoss = Callable[[nn.Module, Any], torch.Tensor]  # (model, collated batch) -> (n_rows,) losses
 Collate = Callable[[Sequence[Any]], Any]  # list of rows -> a batch the model takes
@@ -43,24 +46,34 @@ class AlbumBatchStats:
 
 def wrap_for_dp(
     model: nn.Module, grad_sample_mode: str = "hooks"
-) -> tuple[GradSampleModule, list[RemovableHandle]]:
-    """Opacus per-row gradients for ``model`` (loss reduction "sum"), Conv2d guard included.
+) -> tuple[GradSampleModule | GhostClipper, list[RemovableHandle]]:
+    """Opacus per-row gradients for ``model`` (loss reduction "sum"), Conv2d guard included;
+    or, for "ghost", the album-level ghost clipper (``ghost_clipping``: no per-row gradients).
 
     The guard goes on first, so Opacus' activation hooks see contiguous Conv2d inputs. Undo with
     ``unwrap_dp``. Move the model to its device *before* calling this (opacus #820).
     """
+    if grad_sample_mode == "ghost":
+        from .ghost_clipping import GhostClipper  # it imports this module
+
+        return GhostClipper(model), []
     if grad_sample_mode not in ("hooks", "functorch"):
-        raise ValueError(f"grad_sample_mode {grad_sample_mode!r}: use 'hooks' or 'functorch'")
+        raise ValueError(f"grad_sample_mode {grad_sample_mode!r}: use 'hooks', 'functorch' or "
+                         "'ghost'")
     guards = guard_conv_inputs(model) if has_conv2d(model) else []
     wrapped = GradSampleModule(model, batch_first=True, loss_reduction="sum", strict=True,
                                force_functorch=grad_sample_mode == "functorch")
     return wrapped, guards
 
 
-def unwrap_dp(wrapped: GradSampleModule, guards: Sequence[RemovableHandle]) -> nn.Module:
-    """Remove Opacus' hooks and the Conv2d guard; returns the plain model."""
+def unwrap_dp(wrapped: GradSampleModule | GhostClipper, guards: Sequence[RemovableHandle]
+              ) -> nn.Module:
+    """Remove Opacus' (or the ghost clipper's) hooks and the Conv2d guard; returns the model."""
     for handle in guards:
         handle.remove()
+    if not isinstance(wrapped, GradSampleModule):  # the ghost clipper
+        wrapped.close()
+        return wrapped.module
     wrapped._close()
     return wrapped._module
 

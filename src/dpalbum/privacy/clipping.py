@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from .album_gradients import Collate, RowLoss, iter_album_gradient_chunks, unwrap_dp, wrap_for_dp
+from .ghost_clipping import GhostClipper, ghost_album_norms
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,11 @@ def public_album_grad_norms(
     wrapped, guards = wrap_for_dp(model, grad_sample_mode)
     norms: list[float] = []
     try:
+        if isinstance(wrapped, GhostClipper):  # the same norms, without per-row gradients
+            found = ghost_album_norms(wrapped, public_albums_rows, row_loss, collate,
+                                      physical_batch_rows=physical_batch_rows,
+                                      album_reduction=album_reduction, device=device)
+            return np.asarray([found[a] for a in sorted(found)], dtype=np.float64)
         for _, grads, _ in iter_album_gradient_chunks(
             wrapped, params, public_albums_rows, row_loss, collate,
             physical_batch_rows=physical_batch_rows, album_reduction=album_reduction,

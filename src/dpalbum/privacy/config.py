@@ -16,7 +16,7 @@ from typing import Any
 MECHANISMS = ("album_count", "semantic_query", "summary_lm", "caption_lm", "renderer")
 NOISE_MODES = ("secure", "replayable")
 ALBUM_COUNT_MODES = ("dp", "public")
-GRAD_SAMPLE_MODES = ("hooks", "functorch")
+GRAD_SAMPLE_MODES = ("hooks", "functorch", "ghost")
 REDUCTIONS = ("mean", "sum")
 
 

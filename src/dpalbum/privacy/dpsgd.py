@@ -48,12 +48,13 @@ from .album_gradients import (
     wrap_for_dp,
 )
 from .checkpoint import global_rng_state, load_checkpoint, save_checkpoint, set_global_rng_state
+from .ghost_clipping import GhostClipper, ghost_clipped_album_sum
 from .randomness import NoiseSource, gaussian_tensor, restore_checkpoint_state, state_for_checkpoint
 from .sampling import PoissonAlbumSampler
 
 logger = logging.getLogger(__name__)
 
-GRAD_SAMPLE_MODES = ("hooks", "functorch")
+GRAD_SAMPLE_MODES = ("hooks", "functorch", "ghost")
 
 
 @dataclass
@@ -73,7 +74,7 @@ class DPSGDConfig:
     public_seed: int = 0  # model-side randomness only (dropout, the loss's own draws): public
     expected_batch: float | None = None  # the public q·N the noisy sum is divided by (the plan's;
     # None: q times the albums given, for tests where N is public)
-    grad_sample_mode: str = "hooks"  # hooks | functorch; ghost is refused (see _check_mode)
+    grad_sample_mode: str = "hooks"  # hooks | functorch | ghost (album-level ghost clipping)
     album_reduction: str = "mean"  # an album's loss: mean or sum of its rows' losses
     physical_batch_rows: int = 32  # rows per forward/backward: memory only, not privacy
     checkpoint_dir: str | None = None
@@ -163,14 +164,9 @@ class DPTrainResult:
 
 
 def _check_mode(config: DPSGDConfig) -> None:
-    if config.grad_sample_mode == "ghost":
-        raise ValueError(  # a deliberate refusal, not a gap: ghost cannot clip per album
-            "grad_sample_mode='ghost' is not supported for album-level clipping: ghost clipping "
-            "computes each row's gradient norm without materialising per-row gradients, so rows "
-            "cannot be summed per album before clipping. Use 'hooks' (default) or 'functorch'."
-        )
     if config.grad_sample_mode not in GRAD_SAMPLE_MODES:
-        raise ValueError(f"grad_sample_mode must be one of {GRAD_SAMPLE_MODES}")
+        raise ValueError(f"grad_sample_mode {config.grad_sample_mode!r} must be one of "
+                         f"{GRAD_SAMPLE_MODES}")
     if config.noise_multiplier <= 0 and not config.epsilon_inf_baseline:
         raise ValueError("noise_multiplier 0 is only allowed with epsilon_inf_baseline=True")
 
@@ -259,7 +255,9 @@ def private_step(
     In a process group, ``batch_albums`` are this rank's sampled albums; rank 0 adds the noise
     and the noisy sum is all-reduced, so every rank takes the same step.
     """
-    sums, stats = clipped_album_sum(
+    # ghost: album norms from the layers' activations and output gradients (ghost_clipping.py)
+    summed = ghost_clipped_album_sum if isinstance(wrapped, GhostClipper) else clipped_album_sum
+    sums, stats = summed(
         wrapped, params, batch_albums, row_loss, collate, max_grad_norm=max_grad_norm,
         physical_batch_rows=physical_batch_rows, album_reduction=album_reduction, device=device,
     )
