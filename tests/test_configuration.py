@@ -86,3 +86,52 @@ def test_env_file_overrides_one_nested_key(tmp_path):
     assert params["dp_training"]["summary_lm"]["dp"]["lr"] == base["summary_lm"]["dp"]["lr"]
     assert params["dp_training"]["caption_lm"] == base["caption_lm"]
     assert params["dp_training"]["semantic_query"] == base["semantic_query"]
+
+
+ALBUM_ENTRIES = ("private_albums", "private_album_index", "heldout_albums", "canary_albums",
+                 "ground_truth", "private_albums_for_renderer")
+
+
+def album_entries(project: Path, runtime_params: dict) -> dict[str, dict]:
+    """Each album entry's resolved description (paths absolute, as Kedro makes them)."""
+    catalog = load_context(project, runtime_params).catalog
+    described = {}
+    for name in ALBUM_ENTRIES:
+        dataset = catalog.get(name)
+        inner = getattr(dataset, "_dataset", dataset)  # the renderer's deferred entry
+        described[name] = inner._describe()
+    return described
+
+
+def test_default_albums_are_the_demo_worlds(tmp_path):
+    project = make_project(tmp_path)
+    entries = album_entries(project, {})
+    raw = (project / "data/01_raw").resolve()
+    assert Path(entries["private_albums"]["path"]) == raw / "albums"
+    assert Path(entries["private_album_index"]["path"]) == raw / "albums"
+    assert Path(entries["private_albums_for_renderer"]["path"]) == raw / "albums"
+    assert Path(entries["heldout_albums"]["path"]) == raw / "heldout_albums"
+    assert Path(entries["ground_truth"]["filepath"]) == raw / "ground_truth.parquet"
+    assert entries["private_albums"]["writable"] and entries["private_album_index"]["writable"]
+
+
+@pytest.mark.parametrize("how", ["--params", "conf/local/globals.yml"])
+def test_one_parameter_moves_every_album_entry(tmp_path, how):
+    (tmp_path / "project").mkdir()
+    project = make_project(tmp_path / "project")
+    mine = tmp_path / "my albums"
+    if how == "--params":
+        runtime = cli_params(f"albums_dir={mine}")
+    else:
+        (project / "conf/local/globals.yml").write_text(yaml.safe_dump({"albums_dir": str(mine)}))
+        runtime = {}
+    entries = album_entries(project, runtime)
+    for name in ("private_albums", "private_album_index", "private_albums_for_renderer"):
+        assert Path(entries[name]["path"]) == mine, name
+    # the demo world's held-out albums, canaries and ground truth describe its own albums only
+    assert entries["heldout_albums"]["path"] is None
+    assert entries["canary_albums"]["path"] is None
+    assert entries["ground_truth"]["filepath"] is None
+    # and the demo world writes none of your albums
+    assert not entries["private_albums"]["writable"]
+    assert not entries["private_album_index"]["writable"]

@@ -96,7 +96,10 @@ def test_notebook_loads_only_catalog_datasets_that_exist():
     code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
     names = set(re.findall(r'catalog\.load\("([a-z_]+)"\)', code))
     assert names, "the notebook should open outputs through the catalog"
-    loader = OmegaConfigLoader(str(ROOT / "conf"), base_env="base", default_run_env="base")
+    from dpalbum.settings import CONFIG_LOADER_ARGS
+
+    loader = OmegaConfigLoader(str(ROOT / "conf"), base_env="base", default_run_env="base",
+                               custom_resolvers=CONFIG_LOADER_ARGS["custom_resolvers"])
     catalog = loader["catalog"]
     assert names <= set(catalog), names - set(catalog)
     assert not names & {"private_albums", "heldout_albums", "album_texts", "ground_truth"}

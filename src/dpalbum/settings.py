@@ -2,6 +2,7 @@
 
 from kedro.config import OmegaConfigLoader
 
+from dpalbum.albums.sources import RESOLVERS
 from dpalbum.hooks import FlatParamsHook, MlflowReleaseHook
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
@@ -18,6 +19,8 @@ CONFIG_LOADER_ARGS = {
     # seed as soon as conf/local held any parameters file). Runtime params are merged into base
     # and env alike, so "soft" here covers them too.
     "merge_strategy": {"parameters": "soft", "globals": "soft"},
+    # ${dpalbum.same_folder:...} and ${dpalbum.when:...}: every album entry follows albums_dir
+    "custom_resolvers": RESOLVERS,
 }
 
 HOOKS = (FlatParamsHook(), MlflowReleaseHook())

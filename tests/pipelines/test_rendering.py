@@ -624,8 +624,10 @@ def test_a_spent_ledger_cannot_pay_for_a_second_fine_tune_and_nothing_private_is
 
 def test_the_catalog_defers_the_private_inputs_and_one_node_releases_the_ledger():
     from dpalbum.pipeline_registry import register_pipelines
+    from dpalbum.settings import CONFIG_LOADER_ARGS
 
-    loader = OmegaConfigLoader(str(ROOT / "conf"), base_env="base", default_run_env="base")
+    loader = OmegaConfigLoader(str(ROOT / "conf"), base_env="base", default_run_env="base",
+                               custom_resolvers=CONFIG_LOADER_ARGS["custom_resolvers"])
     catalog = DataCatalog.from_config(loader["catalog"])
     for name in ("private_albums_for_renderer", "album_texts_for_renderer"):
         assert isinstance(catalog[name], DeferredDataset), name
