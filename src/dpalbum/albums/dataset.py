@@ -740,3 +740,47 @@ class AlbumIndexDataset(AbstractDataset[None, list[str]]):
 
     def _describe(self) -> dict[str, Any]:
         return {"path": str(self._path), "writable": self._writable}
+
+
+class AlbumReader:
+    """An album folder not read yet: ``read(image_size)`` decodes it at the size the caller's
+    model needs (the captioner at its own input size, not the renderer's)."""
+
+    def __init__(self, dataset_kwargs: dict[str, Any]) -> None:
+        self._kwargs = dict(dataset_kwargs)
+
+    @property
+    def path(self) -> str | None:
+        return None if self._kwargs.get("path") is None else str(self._kwargs["path"])
+
+    def read(self, image_size: int) -> AlbumSet:
+        """Every album, each photo decoded (crop + LANCZOS) at ``image_size`` pixels."""
+        return AlbumFolderDataset(**{**self._kwargs, "image_size": int(image_size)}).load()
+
+    def __repr__(self) -> str:
+        return f"AlbumReader({self.path})"
+
+
+class AlbumReaderDataset(AbstractDataset[None, AlbumReader]):
+    """Hands a node an :class:`AlbumReader` of an album folder (same keys as
+    ``AlbumFolderDataset`` but ``image_size``): each consumer decodes at its own resolution.
+    Read-only."""
+
+    def __init__(self, path: str | os.PathLike | None, metadata: dict[str, Any] | None = None,
+                 **album_folder_kwargs: Any) -> None:
+        if "image_size" in album_folder_kwargs:
+            raise AlbumInputError("AlbumReaderDataset takes no image_size: the node that reads "
+                                  "the albums chooses it (AlbumReader.read(image_size)).")
+        self._kwargs = {"path": path, **album_folder_kwargs}
+        AlbumFolderDataset(**self._kwargs)  # the same validation as the folder dataset
+        self.metadata = metadata
+
+    def load(self) -> AlbumReader:
+        return AlbumReader(self._kwargs)
+
+    def save(self, data: Any) -> None:
+        raise DatasetError("AlbumReaderDataset is read-only: write albums with "
+                           "AlbumFolderDataset.")
+
+    def _describe(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in self._kwargs.items()}
