@@ -29,12 +29,20 @@ def cli_params(*items: str) -> dict:
 
 
 def load_context(project: Path, runtime_params: dict):
+    """The session's context (its settings, config loader and runtime params), built as
+    ``KedroSession.load_context`` builds it but without plugin hooks: kedro-mlflow's would set
+    MLflow up globally for this temp project and leak into later sessions."""
+    from kedro.framework.hooks.manager import _create_hook_manager
+    from kedro.framework.project import settings
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
     bootstrap_project(project)
     session = KedroSession.create(project_path=project, runtime_params=runtime_params)
-    return session.load_context()
+    return settings.CONTEXT_CLASS(
+        package_name=session._package_name, project_path=project,
+        config_loader=session._get_config_loader(), env=None, runtime_params=runtime_params,
+        hook_manager=_create_hook_manager())
 
 
 @pytest.fixture(params=list(LOCAL_FILES), scope="module")

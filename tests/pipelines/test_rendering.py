@@ -24,6 +24,7 @@ from PIL import Image
 from dpalbum import privacy
 from dpalbum.albums.dataset import AlbumFolderDataset
 from dpalbum.albums.model import Album, AlbumSet, Photo
+from dpalbum.models.captioner import AlbumSource
 from dpalbum.pipelines import privacy_plan
 from dpalbum.pipelines.rendering import create_pipeline
 from dpalbum.pipelines.rendering.data_card import build_data_card, privacy_summary
@@ -402,6 +403,7 @@ def _catalog(public_corpus, curated_texts, account_path, rendering=None, text_le
             TripwireDataset() if album_texts is None else album_texts),
         "params:rendering": MemoryDataset(rendering or tiny_params(), copy_mode="assign"),
         "params:privacy": MemoryDataset(privacy_params or {}),
+        "params:album_source": MemoryDataset(AlbumSource()),
         "privacy_account": account,
         "public_renderer_model": MemoryDataset(copy_mode="assign"),
         "renderer_model": MemoryDataset(copy_mode="assign"),
