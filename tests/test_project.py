@@ -96,7 +96,10 @@ def test_notebook_loads_only_catalog_datasets_that_exist():
     code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
     names = set(re.findall(r'catalog\.load\("([a-z_]+)"\)', code))
     assert names, "the notebook should open outputs through the catalog"
-    loader = OmegaConfigLoader(str(ROOT / "conf"), base_env="base", default_run_env="base")
+    from dpalbum.settings import CONFIG_LOADER_ARGS
+
+    loader = OmegaConfigLoader(str(ROOT / "conf"), base_env="base", default_run_env="base",
+                               custom_resolvers=CONFIG_LOADER_ARGS["custom_resolvers"])
     catalog = loader["catalog"]
     assert names <= set(catalog), names - set(catalog)
     assert not names & {"private_albums", "heldout_albums", "album_texts", "ground_truth"}
@@ -125,3 +128,30 @@ def test_readme_verify_commands_run_as_written(tmp_path):
         argv = [sys.executable, str(ROOT / "scripts/verify_ledger.py"), *shlex.split(command)[2:]]
         done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, (command, done.stdout, done.stderr)
+
+
+def test_readme_run_on_your_albums_names_real_parameters():
+    """Every `--params` key of README's "Run on your albums" section exists in the shipped
+    configuration (a renamed parameter must not leave the documented command stale)."""
+    from kedro.config import OmegaConfigLoader
+
+    from dpalbum.settings import CONFIG_LOADER_ARGS
+
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Run on your albums"):]
+    section = section[:section.index("\n## ", 5)]
+    assert '.venv/bin/kedro run --params "albums_dir=/path/to/albums"' in section
+    keys = {item.split("=", 1)[0] for group in re.findall(r'--params "([^"]+)"', section)
+            for item in group.split(",")}
+    keys |= set(re.findall(r"`([a-z_]+(?:\.[a-z_]+)+)=true`", section))
+    assert {"albums_dir", "captioning.allow_out_of_domain",
+            "captioning.captioner.backend"} <= keys, keys
+    loader = OmegaConfigLoader(str(ROOT / "conf"), base_env="base", default_run_env="base",
+                               custom_resolvers=CONFIG_LOADER_ARGS["custom_resolvers"])
+    params, globals_ = loader["parameters"], loader["globals"]
+    for key in keys - {"albums_dir"}:
+        node = params
+        for part in key.split("."):
+            assert isinstance(node, dict) and part in node, f"README names unknown {key}"
+            node = node[part]
+    assert "albums_dir" in globals_

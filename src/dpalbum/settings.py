@@ -2,6 +2,7 @@
 
 from kedro.config import OmegaConfigLoader
 
+from dpalbum.albums.sources import RESOLVERS
 from dpalbum.hooks import FlatParamsHook, MlflowReleaseHook, NodeTimingHook
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
@@ -12,6 +13,14 @@ CONFIG_LOADER_ARGS = {
         "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
         "mlflow": ["mlflow*", "mlflow*/**"],
     },
+    # An env (conf/local, --env) or `--params a.b=1` overrides single keys: the default
+    # "destructive" merge would replace a whole top-level group (an env that sets one key of
+    # `privacy` would drop the budget shares; `--params sampling.n_albums=60` would reset the
+    # seed as soon as conf/local held any parameters file). Runtime params are merged into base
+    # and env alike, so "soft" here covers them too.
+    "merge_strategy": {"parameters": "soft", "globals": "soft"},
+    # ${dpalbum.same_folder:...} and ${dpalbum.when:...}: every album entry follows albums_dir
+    "custom_resolvers": RESOLVERS,
 }
 
 HOOKS = (FlatParamsHook(), MlflowReleaseHook(), NodeTimingHook())

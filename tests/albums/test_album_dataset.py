@@ -305,6 +305,7 @@ def test_describe_and_exists(tmp_path: Path) -> None:
         "path": str(tmp_path / "x"),
         "image_size": 8,
         "overwrite_generated": False,
+        "writable": True,
         "max_image_pixels": 50_000_000,
         "extensions": [".jpg"],
         "min_photos": 1,
@@ -312,7 +313,7 @@ def test_describe_and_exists(tmp_path: Path) -> None:
     assert not dataset.exists()
     (tmp_path / "x").mkdir()
     assert dataset.exists()
-    assert AlbumIndexDataset(path="p")._describe() == {"path": "p"}
+    assert AlbumIndexDataset(path="p")._describe() == {"path": "p", "writable": True}
 
 
 @pytest.mark.parametrize("kwargs", [{"image_size": 0}, {"min_photos": 0}])

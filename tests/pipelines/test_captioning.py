@@ -14,7 +14,8 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from kedro_datasets.pandas import ParquetDataset
 
-from dpalbum.models.captioner import AttributeCaptioner, CaptionerConfig
+from dpalbum.albums.dataset import AlbumFolderDataset, AlbumReaderDataset
+from dpalbum.models.captioner import AttributeCaptioner, CaptionerConfig, DomainCheckConfig
 from dpalbum.models.io import ModelFolderDataset
 from dpalbum.models.summariser import SummariserConfig
 from dpalbum.pipelines import privacy_plan
@@ -46,9 +47,11 @@ def run(tmp_path_factory):
     """Run the whole pipeline on a tiny synthetic world; return outputs, truth and catalog."""
     albums, truth = private_albums(10, seed=3)
     folder = tmp_path_factory.mktemp("captioning")
+    AlbumFolderDataset(folder / "albums").save(albums)  # the captioner reads them at its size
     catalog = DataCatalog({
         "public_corpus": MemoryDataset(public_corpus(800, seed=0)),
         "private_albums": MemoryDataset(albums, copy_mode="assign"),
+        "private_albums_for_captioner": AlbumReaderDataset(folder / "albums"),
         # the plan node runs first, from public facts only (album ids and the shipped params)
         "private_album_index": MemoryDataset([a.album_id for a in albums.albums]),
         "params:privacy": MemoryDataset(_shipped("privacy")),
@@ -61,6 +64,9 @@ def run(tmp_path_factory):
         "album_texts": ParquetDataset(filepath=str(folder / "album_texts.parquet")),
         "params:captioning.captioner": MemoryDataset(CAPTIONER),
         "params:captioning.summariser": MemoryDataset(SummariserConfig()),
+        "params:captioning.domain_check": MemoryDataset(DomainCheckConfig()),
+        "params:captioning.allow_out_of_domain": MemoryDataset(False),
+        "captioning_domain": MemoryDataset(),
     })
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # 2 shared cores: avoid oversubscription
@@ -74,10 +80,11 @@ def run(tmp_path_factory):
 
 def test_every_node_reading_private_photos_waits_for_the_privacy_plan():
     pipeline = create_pipeline()
-    readers = [n for n in pipeline.nodes if "private_albums" in n.inputs]
+    readers = [n for n in pipeline.nodes
+               if {"private_albums", "private_albums_for_captioner"} & set(n.inputs)]
     assert {n.name for n in readers} == {"report_ingestion_node", "caption_albums_node"}
     assert all("privacy_plan" in n.inputs for n in readers)
-    assert pipeline.outputs() == {"ingestion_report", "captioning_quality"}
+    assert pipeline.outputs() == {"ingestion_report", "captioning_quality", "captioning_domain"}
     assert "privacy_plan" in pipeline.inputs()  # written by the privacy_plan pipeline only
     assert {"captioner_model", "album_texts"} <= pipeline.all_outputs()
 

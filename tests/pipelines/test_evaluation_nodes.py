@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from dpalbum.albums.model import AlbumSet
+from dpalbum.models.captioner import AlbumSource
 from dpalbum.pipelines.evaluation import nodes
 from dpalbum.pipelines.evaluation.config import (
     ImageFidelityConfig,
@@ -43,12 +44,15 @@ def test_image_fidelity_prefers_real_looking_photos():
 def test_text_fidelity_prefers_texts_like_the_private_ones():
     w = world()
     config = TextMetricsConfig(max_samples=200)
-    close = nodes.text_fidelity_node(w["heldout_album_texts"], w["album_texts"], config)
-    far = nodes.text_fidelity_node(curated_texts(synthetic_albums()), w["album_texts"], config)
+    close = nodes.text_fidelity_node(w["heldout_album_texts"], w["album_texts"], config,
+                                     AlbumSource())
+    far = nodes.text_fidelity_node(curated_texts(synthetic_albums()), w["album_texts"], config,
+                                   AlbumSource())
     for key in ("summary_fd", "caption_fd"):
         assert close["metrics"][key] < far["metrics"][key], key
     assert close["metrics"]["caption_mauve"] > far["metrics"]["caption_mauve"]
-    none = nodes.text_fidelity_node(w["album_texts"].iloc[:0], w["album_texts"], config)
+    none = nodes.text_fidelity_node(w["album_texts"].iloc[:0], w["album_texts"], config,
+                                    AlbumSource())
     assert "0 synthetic" in none["absent"]
 
 
@@ -66,31 +70,33 @@ def test_album_coherence_higher_for_coherent_albums():
 
 def test_caption_agreement_sees_photos_that_contradict_their_captions():
     net = evaluation_network()
-    good = nodes.caption_agreement_node(synthetic_albums(coherent=True), net)["metrics"]
-    bad = nodes.caption_agreement_node(synthetic_albums(coherent=False), net)["metrics"]
+    demo = AlbumSource()
+    good = nodes.caption_agreement_node(synthetic_albums(coherent=True), net, demo)["metrics"]
+    bad = nodes.caption_agreement_node(synthetic_albums(coherent=False), net, demo)["metrics"]
     assert good["scene_agreement"] > 0.8
     assert good["protagonist_agreement"] > 0.6 > bad["protagonist_agreement"]
     assert good["protagonist_consistency"] > bad["protagonist_consistency"]
-    assert "no synthetic photos" in nodes.caption_agreement_node(AlbumSet([]), net)["absent"]
+    assert "no synthetic photos" in nodes.caption_agreement_node(AlbumSet([]), net, demo)["absent"]
 
 
 def test_attribute_fidelity_lower_for_private_like_texts():
     w, net = world(), evaluation_network()
     like = nodes.attribute_fidelity_node(w["album_texts"], w["private_albums"],
-                                         w["ground_truth"], net)["metrics"]
+                                         w["ground_truth"], net, w["album_texts"])["metrics"]
     off = synthetic_albums(scenes=("desert",))  # no private event takes place in the desert
     unlike = nodes.attribute_fidelity_node(curated_texts(off), off, w["ground_truth"],
-                                           net)["metrics"]
+                                           net, w["album_texts"])["metrics"]
     for key in ("text_tv_scene", "text_tv_protagonist", "text_tv_event", "image_tv_protagonist"):
         assert like[key] < unlike[key], key
     assert like["text_tv_scene"] == like["text_tv_protagonist"] == like["text_tv_event"] == 0
     assert 0 < like["floor_tv_scene"] < 0.5  # held-out vs training albums: sampling noise only
     truth = w["ground_truth"]
     gone = nodes.attribute_fidelity_node(curated_texts(synthetic_albums()), synthetic_albums(),
-                                         truth[truth["split"] != "train"], net)
-    assert "training-split" in gone["absent"]
+                                         truth[truth["split"] != "train"], net,
+                                         w["album_texts"])
+    assert "covers none of the" in gone["absent"]
     empty = nodes.attribute_fidelity_node(curated_texts(synthetic_albums()), synthetic_albums(),
-                                          truth.iloc[:0], net)
+                                          truth.iloc[:0], net, w["album_texts"])
     assert empty["absent"].startswith("not available: no ground_truth")
 
 

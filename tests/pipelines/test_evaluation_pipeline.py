@@ -17,7 +17,7 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.runner import SequentialRunner
 from PIL import Image
 
-from dpalbum.models.captioner import CaptionerConfig, build_captioner
+from dpalbum.models.captioner import AlbumSource, CaptionerConfig, build_captioner
 from dpalbum.models.evaluation_network import EvaluationNetworkConfig
 from dpalbum.models.sampler import SamplingConfig
 from dpalbum.models.summariser import SummariserConfig
@@ -76,6 +76,7 @@ def _params() -> dict:
         "params:evaluation.tracking": TrackingConfig(),
         "params:sampling": SamplingConfig(show_progress=False),
         "params:captioning.summariser": SummariserConfig(),
+        "params:album_source": AlbumSource(),
     }
 
 
@@ -214,11 +215,12 @@ def test_without_ground_truth_the_sections_needing_it_say_not_available(caplog):
     w, net = world(), evaluation_network()
     albums = synthetic_albums()
     with caplog.at_level("WARNING"):
-        attributes = nodes.attribute_fidelity_node(curated_texts(albums), albums, None, net)
+        attributes = nodes.attribute_fidelity_node(curated_texts(albums), albums, None, net,
+                                                   w["album_texts"])
         utility = nodes.utility_node(albums, w["private_albums"], w["heldout_albums"],
                                      pd.DataFrame(), net, UtilityConfig())
     assert "skipped: no ground truth" in caplog.text
-    doc, _, _ = nodes.collect_metrics_node(ledger(), attributes, utility)
+    doc, _, _ = nodes.collect_metrics_node(ledger(), AlbumSource(), attributes, utility)
     assert set(doc["internal_absent"]) == {"attribute_fidelity", "utility"}
     assert all(r.startswith("not available: no ground_truth")
                for r in doc["internal_absent"].values())

@@ -17,6 +17,7 @@ from kedro.runner import SequentialRunner
 from mlflow.tracking import MlflowClient
 
 from dpalbum.hooks import FlatParamsHook, MlflowReleaseHook, loggable
+from dpalbum.models.captioner import AlbumSource
 from dpalbum.pipelines.evaluation import create_pipeline, report
 from dpalbum.pipelines.evaluation.config import TrackingConfig
 from dpalbum.pipelines.rendering.data_card import build_data_card, privacy_summary
@@ -63,7 +64,8 @@ def _run_metrics_nodes(tmp_path: Path, experiment_id: str, tracking: TrackingCon
     sections = _sections()
     nodes = create_pipeline().only_nodes("collect_metrics_node", "internal_metrics_node")
     for name in nodes.inputs():
-        value = {"privacy_ledger": ledger(), "params:evaluation.tracking": tracking}.get(name)
+        value = {"privacy_ledger": ledger(), "params:evaluation.tracking": tracking,
+                 "params:album_source": AlbumSource()}.get(name)
         catalog[name] = MemoryDataset(value if value is not None else sections[name])
     with mlflow.start_run(experiment_id=experiment_id) as run:
         SequentialRunner().run(nodes, catalog)

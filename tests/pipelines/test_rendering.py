@@ -24,6 +24,7 @@ from PIL import Image
 from dpalbum import privacy
 from dpalbum.albums.dataset import AlbumFolderDataset
 from dpalbum.albums.model import Album, AlbumSet, Photo
+from dpalbum.models.captioner import AlbumSource
 from dpalbum.pipelines import privacy_plan
 from dpalbum.pipelines.rendering import create_pipeline
 from dpalbum.pipelines.rendering.data_card import build_data_card, privacy_summary
@@ -402,6 +403,7 @@ def _catalog(public_corpus, curated_texts, account_path, rendering=None, text_le
             TripwireDataset() if album_texts is None else album_texts),
         "params:rendering": MemoryDataset(rendering or tiny_params(), copy_mode="assign"),
         "params:privacy": MemoryDataset(privacy_params or {}),
+        "params:album_source": MemoryDataset(AlbumSource()),
         "privacy_account": account,
         "public_renderer_model": MemoryDataset(copy_mode="assign"),
         "renderer_model": MemoryDataset(copy_mode="assign"),
@@ -624,8 +626,10 @@ def test_a_spent_ledger_cannot_pay_for_a_second_fine_tune_and_nothing_private_is
 
 def test_the_catalog_defers_the_private_inputs_and_one_node_releases_the_ledger():
     from dpalbum.pipeline_registry import register_pipelines
+    from dpalbum.settings import CONFIG_LOADER_ARGS
 
-    loader = OmegaConfigLoader(str(ROOT / "conf"), base_env="base", default_run_env="base")
+    loader = OmegaConfigLoader(str(ROOT / "conf"), base_env="base", default_run_env="base",
+                               custom_resolvers=CONFIG_LOADER_ARGS["custom_resolvers"])
     catalog = DataCatalog.from_config(loader["catalog"])
     for name in ("private_albums_for_renderer", "album_texts_for_renderer"):
         assert isinstance(catalog[name], DeferredDataset), name

@@ -194,13 +194,14 @@ def _list_album_folders(root: Path, report: _Report) -> list[tuple[str, Path]]:
     if not root.exists():
         raise AlbumInputError(
             f"Album folder '{root}' does not exist. Put one sub-folder per album there "
-            f"(<album_id>/<photo files>), fix the path in conf/base/catalog.yml, or generate the "
+            f"(<album_id>/<photo files>), name your albums folder with `kedro run --params "
+            f"albums_dir=PATH` (README: Run on your albums), or generate the "
             f"embedded demo data with `kedro run --pipelines demo_world`."
         )
     if not root.is_dir():
         raise AlbumInputError(
-            f"Album folder '{root}' is a file, not a folder. Point the catalog entry at the "
-            f"folder that holds one sub-folder per album."
+            f"Album folder '{root}' is a file, not a folder. Point albums_dir (`kedro run "
+            f"--params albums_dir=PATH`) at the folder that holds one sub-folder per album."
         )
     real_root = root.resolve()
     try:
@@ -326,19 +327,25 @@ class AlbumFolderDataset(AbstractDataset[AlbumSet | list[Album], AlbumSet]):
 
     def __init__(
         self,
-        path: str | os.PathLike,
+        path: str | os.PathLike | None,
         image_size: int = 32,
         overwrite_generated: bool = False,
         max_image_pixels: int = 50_000_000,
         extensions: Sequence[str] = DEFAULT_EXTENSIONS,
         min_photos: int = 1,
+        writable: bool = True,
         metadata: dict[str, Any] | None = None,
     ) -> None:
         if int(image_size) < 1:
             raise AlbumInputError(f"image_size must be a positive integer, got {image_size!r}.")
         if int(min_photos) < 1:
             raise AlbumInputError(f"min_photos must be at least 1, got {min_photos!r}.")
-        self._path = Path(path)
+        # path None: this run has no such albums (e.g. the demo world's held-out albums in a run
+        # on the user's albums): loading gives no album, saving writes nothing
+        self._path = None if path is None else Path(path)
+        # writable false: a folder dpalbum must never write (the user's albums_dir); a save is
+        # skipped with a warning (the demo world then writes only public data)
+        self._writable = bool(writable)
         self._image_size = int(image_size)
         self._overwrite_generated = bool(overwrite_generated)
         self._max_image_pixels = int(max_image_pixels)
@@ -351,6 +358,10 @@ class AlbumFolderDataset(AbstractDataset[AlbumSet | list[Album], AlbumSet]):
     # ---- reading ----
 
     def load(self) -> AlbumSet:
+        if self._path is None:
+            logger.info("No album folder configured for this entry: loading no album")
+            return AlbumSet(albums=[], report={**_Report(path="").to_dict(), "path": None,
+                                               "absent": "no album folder for this run"})
         report = _Report(path=str(self._path))
         folders = _list_album_folders(self._path, report)
         all_ids = {name for name, _ in folders}
@@ -497,6 +508,12 @@ class AlbumFolderDataset(AbstractDataset[AlbumSet | list[Album], AlbumSet]):
 
     def save(self, data: AlbumSet | list[Album]) -> None:
         albums = list(data.albums if isinstance(data, AlbumSet) else data)
+        if self._path is None or not self._writable:
+            logger.warning(
+                "Not writing %d albums to %s: %s", len(albums), self._path or "(no folder)",
+                "no folder is configured for them in this run" if self._path is None else
+                "it holds albums dpalbum must not write (albums_dir names your albums)")
+            return
         documents = [_album_json_text(album) for album in albums]
         _check_unique_ids(album.album_id for album in albums)
 
@@ -564,13 +581,14 @@ class AlbumFolderDataset(AbstractDataset[AlbumSet | list[Album], AlbumSet]):
             )
 
     def _exists(self) -> bool:
-        return self._path.is_dir()
+        return self._path is not None and self._path.is_dir()
 
     def _describe(self) -> dict[str, Any]:
         return {
-            "path": str(self._path),
+            "path": None if self._path is None else str(self._path),
             "image_size": self._image_size,
             "overwrite_generated": self._overwrite_generated,
+            "writable": self._writable,
             "max_image_pixels": self._max_image_pixels,
             "extensions": list(self._extensions),
             "min_photos": self._min_photos,
@@ -676,8 +694,10 @@ class AlbumIndexDataset(AbstractDataset[None, list[str]]):
     their photos are opened are still listed here.
     """
 
-    def __init__(self, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> None:
+    def __init__(self, path: str | os.PathLike, writable: bool = True,
+                 metadata: dict[str, Any] | None = None) -> None:
         self._path = Path(path)
+        self._writable = bool(writable)  # false: the user's albums (nothing to check: not written)
         self.metadata = metadata
 
     def load(self) -> list[str]:
@@ -698,8 +718,13 @@ class AlbumIndexDataset(AbstractDataset[None, list[str]]):
         """Check (write nothing) that the folder lists exactly ``data``'s album ids.
 
         Albums are written by ``AlbumFolderDataset``; a pipeline that writes them "saves" their
-        ids here so that every node planning on the index runs after the albums exist.
+        ids here so that every node planning on the index runs after the albums exist. Not
+        writable (the user's albums, which the demo world did not write): nothing is checked.
         """
+        if not self._writable:
+            logger.info("Album index %s: the demo world's %d album ids are not this run's "
+                        "albums (albums_dir names yours)", self._path, len(data))
+            return
         listed = self.load()
         if sorted(map(str, data)) != listed:
             missing = sorted(set(map(str, data)) - set(listed))[:5]
@@ -714,4 +739,48 @@ class AlbumIndexDataset(AbstractDataset[None, list[str]]):
         return self._path.is_dir()
 
     def _describe(self) -> dict[str, Any]:
-        return {"path": str(self._path)}
+        return {"path": str(self._path), "writable": self._writable}
+
+
+class AlbumReader:
+    """An album folder not read yet: ``read(image_size)`` decodes it at the size the caller's
+    model needs (the captioner at its own input size, not the renderer's)."""
+
+    def __init__(self, dataset_kwargs: dict[str, Any]) -> None:
+        self._kwargs = dict(dataset_kwargs)
+
+    @property
+    def path(self) -> str | None:
+        return None if self._kwargs.get("path") is None else str(self._kwargs["path"])
+
+    def read(self, image_size: int) -> AlbumSet:
+        """Every album, each photo decoded (crop + LANCZOS) at ``image_size`` pixels."""
+        return AlbumFolderDataset(**{**self._kwargs, "image_size": int(image_size)}).load()
+
+    def __repr__(self) -> str:
+        return f"AlbumReader({self.path})"
+
+
+class AlbumReaderDataset(AbstractDataset[None, AlbumReader]):
+    """Hands a node an :class:`AlbumReader` of an album folder (same keys as
+    ``AlbumFolderDataset`` but ``image_size``): each consumer decodes at its own resolution.
+    Read-only."""
+
+    def __init__(self, path: str | os.PathLike | None, metadata: dict[str, Any] | None = None,
+                 **album_folder_kwargs: Any) -> None:
+        if "image_size" in album_folder_kwargs:
+            raise AlbumInputError("AlbumReaderDataset takes no image_size: the node that reads "
+                                  "the albums chooses it (AlbumReader.read(image_size)).")
+        self._kwargs = {"path": path, **album_folder_kwargs}
+        AlbumFolderDataset(**self._kwargs)  # the same validation as the folder dataset
+        self.metadata = metadata
+
+    def load(self) -> AlbumReader:
+        return AlbumReader(self._kwargs)
+
+    def save(self, data: Any) -> None:
+        raise DatasetError("AlbumReaderDataset is read-only: write albums with "
+                           "AlbumFolderDataset.")
+
+    def _describe(self) -> dict[str, Any]:
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in self._kwargs.items()}

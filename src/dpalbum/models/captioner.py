@@ -67,6 +67,101 @@ class CaptionerConfig:
     heldout_fraction: float = 0.1  # public images kept aside to report accuracy
 
 
+@dataclass
+class DomainCheckConfig:
+    """Whether photos are the kind the embedded captioner was made for
+    (``params:captioning.domain_check``); thresholds come from PUBLIC data only."""
+
+    heldout_percentile: float = 5.0  # τ = this percentile of its confidence on PUBLIC held-out
+    max_low_confidence_share: float = 0.25  # out of domain: more photos than this below τ
+
+
+@dataclass
+class AlbumSource:
+    """``params:album_source`` (derived in parameters.yml): whether the albums are the demo
+    world's own, and the captioner's settings; public facts about the run, no private data."""
+
+    demo_world: bool = True
+    captioner: dict[str, Any] = field(default_factory=dict)
+
+    def provenance(self) -> dict[str, Any]:
+        return captioner_provenance(self.captioner, self.demo_world)
+
+
+PRETRAINED_HINT = (
+    'kedro run --params "captioning.captioner.backend=pretrained,'
+    'captioning.captioner.model_name_or_path=Salesforce/blip-image-captioning-base" (any Hugging '
+    "Face image-to-text model id or local folder)")
+DEMO_VOCABULARY_NOTE = (
+    "the embedded captioner is a demo-world model: it names only the demo world's scenes and "
+    "coloured shapes, so on other photos its texts are out of domain")
+
+
+class CaptionerOutOfDomainError(ValueError):
+    """The embedded captioner was asked to caption photos it was not made for."""
+
+
+def check_domain(captioner: Any, images: Sequence[np.ndarray], config: DomainCheckConfig,
+                 batch_size: int = 256) -> dict[str, Any]:
+    """INTERNAL (reads private photos): does the embedded captioner know these photos?
+
+    τ is a percentile of the captioner's confidence on PUBLIC held-out images (its training
+    report); the photos are out of domain when more than ``max_low_confidence_share`` of them
+    fall below τ (in domain: about ``heldout_percentile`` % do). Only the decision and counts
+    leave this function. A pretrained captioner is not checked (no demo-world reference)."""
+    result: dict[str, Any] = {"captioner": getattr(captioner, "kind", type(captioner).__name__),
+                              "n_photos": len(images)}
+    reference = getattr(captioner, "training_report", {}).get(
+        "public_heldout_confidence_percentiles")
+    if not isinstance(captioner, AttributeCaptioner) or not reference or not len(images):
+        why = ("pretrained captioner: it is not a demo-world model" if not isinstance(
+            captioner, AttributeCaptioner) else "no photo" if not len(images) else
+            "the captioner has no public held-out confidences (retrain it)")
+        return {**result, "checked": False, "in_domain": True, "why_not_checked": why}
+    threshold = float(np.interp(config.heldout_percentile, np.arange(len(reference)), reference))
+    low = int((captioner.confidence(list(images), batch_size) < threshold).sum())
+    share = low / len(images)
+    return {**result, "checked": True, "threshold": round(threshold, 6),
+            "threshold_from": f"percentile {config.heldout_percentile:g} of the confidence on "
+                              "PUBLIC held-out images",
+            "n_low_confidence": low, "low_confidence_share": round(share, 4),
+            "max_low_confidence_share": config.max_low_confidence_share,
+            "in_domain": share <= config.max_low_confidence_share}
+
+
+def out_of_domain_message(check: dict[str, Any]) -> str:
+    """Why the run stops, and the two ways on (a pretrained captioner, or the override)."""
+    return (
+        f"Captioning stopped before any DP training: {DEMO_VOCABULARY_NOTE}. On these albums "
+        f"{check['n_low_confidence']} of {check['n_photos']} photos "
+        f"({check['low_confidence_share']:.0%}, limit "
+        f"{check['max_low_confidence_share']:.0%}) are below its confidence threshold "
+        f"{check['threshold']:.3f} ({check['threshold_from']}), so its captions would be "
+        f"nonsense such as 'a black square in the city'. Caption real photos with a pretrained "
+        f"captioner: {PRETRAINED_HINT}. To go on with the embedded captioner anyway: "
+        f"--params captioning.allow_out_of_domain=true (the data card and report then say its "
+        f"texts are out of domain). Only the album count was spent from the privacy budget.")
+
+
+def captioner_provenance(captioner: CaptionerConfig | dict[str, Any],
+                         demo_world_albums: bool) -> dict[str, Any]:
+    """Which captioner wrote the album texts, and whether they are out of domain: from the
+    configuration only (public), for the data card and the report."""
+    config = captioner if isinstance(captioner, dict) else vars(captioner)
+    backend = config.get("backend", "embedded")
+    name = ("embedded attribute captioner (demo world; trained on the public demo corpus)"
+            if backend == "embedded" else
+            f"pretrained image-to-text captioner {config.get('model_name_or_path')}")
+    out_of_domain = backend == "embedded" and not demo_world_albums
+    return {"captioner": name, "backend": backend, "demo_world_albums": bool(demo_world_albums),
+            "out_of_domain": out_of_domain,
+            "statement": (f"OUT OF DOMAIN: {DEMO_VOCABULARY_NOTE}; these albums are not the demo "
+                          "world's, so the album texts (and everything learnt from them) describe "
+                          "the demo world's vocabulary, not the photos" if out_of_domain else
+                          "in domain" if backend == "embedded" else
+                          "captions written by the pretrained model named here")}
+
+
 def resolve_device(device: str) -> str:
     """``auto`` means the GPU when there is one; anything else is passed to torch as is."""
     if device == "auto":
@@ -147,6 +242,26 @@ class AttributeCaptioner(nn.Module):
                 attrs[MULTI_LABEL] = [o for o, p in zip(self.labels[MULTI_LABEL], present[i]) if p]
                 predictions.append(attrs)
         return predictions
+
+    @torch.no_grad()
+    def confidence(self, images: Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
+        """Per image, the mean over scene, colour and shape of the top class probability: near 1
+        on the photos it was trained for, lower on photos it knows nothing about. (N,) float."""
+        self.eval()
+        device = next(self.parameters()).device
+        scores: list[np.ndarray] = []
+        for start in range(0, len(images), batch_size):
+            chunk = np.stack([to_rgb_array(im, self.image_size)
+                              for im in images[start:start + batch_size]])
+            logits = self(self.to_pixels(torch.from_numpy(chunk).to(device)))
+            top = torch.stack([logits[n].softmax(dim=1).amax(dim=1) for n in SINGLE_LABEL])
+            scores.append(top.mean(dim=0).cpu().numpy())  # (B,)
+        return np.concatenate(scores) if scores else np.zeros(0)
+
+    @property
+    def input_size(self) -> int:
+        """The side (pixels) photos are resized to before the CNN sees them."""
+        return self.image_size
 
     def caption(self, images: Sequence[np.ndarray], batch_size: int = 256) -> list[str]:
         """One demo-world caption per image, in input order."""
@@ -284,6 +399,11 @@ def train_attribute_captioner(corpus: pd.DataFrame, config: CaptionerConfig) -> 
         report["public_heldout"] = attribute_accuracy(predicted, truth)
         logger.info("embedded attribute captioner, public held-out accuracy: %s",
                     report["public_heldout"])
+        # The reference for the domain check (captioning): how sure it is on PUBLIC photos of
+        # the world it was made for; percentiles 0..100 of the held-out confidences.
+        confidence = model.confidence(list(images[heldout].numpy()), config.batch_size)
+        report["public_heldout_confidence_percentiles"] = [
+            round(float(v), 6) for v in np.percentile(confidence, np.arange(101))]
     model.training_report = report
     return model.cpu()
 
@@ -330,6 +450,16 @@ class PretrainedCaptioner:
     def to(self, device: str) -> PretrainedCaptioner:
         self.model.to(device)
         return self
+
+    @property
+    def input_size(self) -> int:
+        """The side (pixels) its image processor resizes photos to (photos are decoded at it)."""
+        image_processor = getattr(self.processor, "image_processor", self.processor)
+        size = getattr(image_processor, "size", None) or getattr(image_processor, "crop_size",
+                                                                 None)
+        if isinstance(size, dict):
+            size = max(int(v) for v in size.values() if isinstance(v, int | float)) if size else 0
+        return int(size) if size else 384
 
     @torch.no_grad()
     def caption(self, images: Sequence[np.ndarray], batch_size: int = 16) -> list[str]:

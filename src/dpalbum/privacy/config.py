@@ -144,7 +144,7 @@ class PrivacyParams:
 class DPSGDParams:
     """A DP-SGD job's planning keys (``dp_training.<lm>.dp``, ``rendering.dp_finetune``)."""
 
-    expected_batch_albums: float = 64
+    expected_batch_albums: Any = "auto"  # a number, or "auto": fitted to the DP album count N̂
     epochs: float = 12
     noise_multiplier: Any = "auto"
     lr: float = 1e-3
@@ -155,7 +155,7 @@ class DPSGDParams:
     def from_dict(cls, params: Mapping[str, Any], where: str) -> DPSGDParams:
         out = cls(**_strict(cls, params, where))
         out.expected_batch_albums = _positive(out.expected_batch_albums,
-                                              f"{where}.expected_batch_albums")
+                                              f"{where}.expected_batch_albums", allow_auto=True)
         out.epochs = _positive(out.epochs, f"{where}.epochs")
         out.noise_multiplier = _positive(out.noise_multiplier, f"{where}.noise_multiplier",
                                          allow_auto=True)

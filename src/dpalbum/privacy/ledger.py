@@ -40,6 +40,8 @@ N_ALBUMS_NOTES = {
               "sample rates q = expected batch / N and is NOT protected by this guarantee.",
 }
 NEIGHBOURING = "add or remove one album (all of its photos and texts)"
+AUTO_BATCH_ALBUMS = 64.0  # expected_batch_albums: auto on a large collection (q = 64 / N)
+AUTO_MAX_SAMPLE_RATE = 0.25  # ... and on a small one q = 0.25 (steps = 4 x epochs)
 
 
 class LedgerError(ValueError):
@@ -78,21 +80,30 @@ def _mechanism_from_spec(
     if kind == "laplace":
         record["l1_sensitivity"] = float(spec.get("l1_sensitivity", 1.0))
         return record
+    parameter = spec.get("batch_parameter", f"{name}: expected_batch_albums")
     if "sample_rate" in spec:
         q = float(spec["sample_rate"])
         batch = q * n_albums
+    elif spec.get("expected_batch_albums", "auto") in (None, "auto"):
+        batch = auto_batch_albums(n_albums)
+        q = batch / n_albums
+        logger.info("%s: auto = %.4g albums per step over N = %d (q = %.4g, %d steps for %g "
+                    "epochs)", parameter, batch, n_albums, q,
+                    math.ceil(float(spec["epochs"]) / q), float(spec["epochs"]))
     else:
         batch = float(spec["expected_batch_albums"])
         # Sampling is over albums: q = albums per batch / number of albums (never rows).
         q = batch / n_albums
         if q > 1:  # a batch larger than the (DP) album count: every album in every step
-            logger.warning("%s: expected batch %g exceeds the %d albums: sample rate capped at 1 "
-                           "(set its expected_batch_albums to at most %d to silence this)",
-                           name, batch, n_albums, n_albums)
+            logger.warning("%s = %g exceeds the %d albums: sample rate capped at 1, every album "
+                           "in every step (set it to %s, or to at most %d, to silence this)",
+                           parameter, batch, n_albums, "auto", n_albums)
             q, batch = 1.0, float(n_albums)
     if not 0 < q <= 1:
-        raise LedgerError(f"{name}: sample rate {q:.4g} (batch {batch} of {n_albums} albums) "
-                          "must be in (0, 1]")
+        raise LedgerError(f"{parameter} = {batch:g} gives a sample rate of {q:.4g} over "
+                          f"{n_albums} albums, which must be in (0, 1]: set {parameter} to auto "
+                          f"(here {auto_batch_albums(max(1, n_albums)):.3g}) or to a number in "
+                          f"(0, {max(1, n_albums)}]")
     if "steps" in spec:
         steps = int(spec["steps"])
     else:
@@ -112,6 +123,14 @@ def _mechanism_from_spec(
         l2_sensitivity=_clip(spec.get("max_grad_norm", params.max_grad_norm)),
     )
     return record
+
+
+def auto_batch_albums(n_albums: int) -> float:
+    """``expected_batch_albums: auto``: ``AUTO_BATCH_ALBUMS`` albums per step, but at most
+    ``AUTO_MAX_SAMPLE_RATE`` of the N albums, so that any collection (10 albums or 10,000) gets
+    q ≤ 0.25 and steps = ceil(epochs / q). ``n_albums`` is the plan's N: the DP album count N̂
+    (public: it is on the ledger) or the N the user declared public, never a private number."""
+    return min(AUTO_BATCH_ALBUMS, AUTO_MAX_SAMPLE_RATE * n_albums)
 
 
 def _clip(value: Any) -> float | str:

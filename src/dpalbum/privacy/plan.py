@@ -82,12 +82,14 @@ def mechanism_catalogue(privacy_params: Mapping[str, Any] | PrivacyParams,
         dp = lm_dp_params(dp_training, role)
         specs.append({"name": role, "kind": "dpsgd",
                       "expected_batch_albums": dp.expected_batch_albums, "epochs": dp.epochs,
-                      "noise_multiplier": dp.noise_multiplier})
+                      "noise_multiplier": dp.noise_multiplier,
+                      "batch_parameter": f"dp_training.{role}.dp.expected_batch_albums"})
     renderer = renderer_dp_params(rendering)
     if renderer.enabled:
         specs.append({"name": RENDERER, "kind": "dpsgd",
                       "expected_batch_albums": renderer.expected_batch_albums,
-                      "epochs": renderer.epochs, "noise_multiplier": renderer.noise_multiplier})
+                      "epochs": renderer.epochs, "noise_multiplier": renderer.noise_multiplier,
+                      "batch_parameter": "rendering.dp_finetune.expected_batch_albums"})
     for spec in specs:
         if spec["name"] not in params.shares:
             raise PrivacyConfigError(f"privacy.shares has no share for the mechanism "

@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from dpalbum.albums.dataset import AlbumReader
 from dpalbum.albums.model import AlbumSet
 from dpalbum.albums.vocabulary import parse_caption
 from dpalbum.models.album_description import describe_albums
@@ -22,8 +23,13 @@ from dpalbum.models.captioner import (
     MULTI_LABEL,
     Captioner,
     CaptionerConfig,
+    CaptionerOutOfDomainError,
+    DomainCheckConfig,
     attribute_accuracy,
     build_captioner,
+    check_domain,
+    out_of_domain_message,
+    resolve_device,
 )
 from dpalbum.models.summariser import SummariserConfig
 
@@ -49,11 +55,30 @@ def train_captioner_node(public_corpus: pd.DataFrame, captioner: CaptionerConfig
 
 
 def caption_albums_node(
-    captioner_model: Captioner, private_albums: AlbumSet, privacy_plan: dict[str, Any],
-    captioner: CaptionerConfig, summariser: SummariserConfig,
-) -> pd.DataFrame:
-    """Album texts of the private albums; runs only once the privacy plan exists."""
-    return describe_albums(private_albums, captioner_model, captioner, summariser)
+    captioner_model: Captioner, private_albums_for_captioner: AlbumReader,
+    privacy_plan: dict[str, Any], captioner: CaptionerConfig, summariser: SummariserConfig,
+    domain_check: DomainCheckConfig, allow_out_of_domain: bool,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Album texts of the private albums, photos decoded at the captioner's own input size; runs
+    only once the privacy plan exists, and stops (before any DP training) when the embedded
+    captioner does not know these photos, unless ``allow_out_of_domain``."""
+    albums = private_albums_for_captioner.read(captioner_model.input_size)
+    model = captioner_model.to(resolve_device(captioner.device))
+    images = [photo.image for album in albums for photo in album.photos]
+    check = check_domain(model, images, domain_check, captioner.batch_size)
+    # INTERNAL: the decision and counts only (never a private statistic in a released file)
+    logger.info("captioner domain check: %s", {k: check[k] for k in (
+        "checked", "in_domain", "n_photos", "n_low_confidence") if k in check})
+    if not check["in_domain"]:
+        if not allow_out_of_domain:
+            raise CaptionerOutOfDomainError(out_of_domain_message(check))
+        logger.warning("captioning.allow_out_of_domain is true: captioning photos the embedded "
+                       "captioner was not made for; the data card and report say its texts are "
+                       "out of domain")
+    texts = describe_albums(albums, model, captioner, summariser)
+    return texts, {**check, "allowed_out_of_domain": bool(allow_out_of_domain), "internal": True,
+                   "internal_means": "counts over the PRIVATE photos, not covered by the "
+                                     "privacy ledger; keep inside the team"}
 
 
 def evaluate_captioning_node(album_texts: pd.DataFrame, ground_truth: pd.DataFrame) -> dict:

@@ -36,12 +36,14 @@ def create_pipeline(**kwargs) -> Pipeline:
                 caption_albums_node,
                 inputs=[
                     "captioner_model",
-                    "private_albums",
+                    "private_albums_for_captioner",
                     "privacy_plan",
                     "params:captioning.captioner",
                     "params:captioning.summariser",
+                    "params:captioning.domain_check",
+                    "params:captioning.allow_out_of_domain",
                 ],
-                outputs="album_texts",
+                outputs=["album_texts", "captioning_domain"],
                 name="caption_albums_node",
             ),
             Node(

@@ -6,23 +6,28 @@
 - ``OptionalFileDataset``: a file's bytes, or ``None`` when it does not exist yet (the
   privacy-utility plot that only the ε sweep writes).
 - ``OptionalParquetDataset``: a parquet table, or ``None`` when the file does not exist (the
-  ground truth, which only the demo world writes: real albums have none).
+  ground truth, which only the demo world writes: real albums have none); never overwrites a
+  file dpalbum did not write.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
+from kedro.io.core import get_filepath_str
 from kedro_datasets.pandas import ParquetDataset
 
 logger = logging.getLogger(__name__)
 INTERNAL_TAG = "dpalbum.internal"
 MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"  # what mlflow.start_run(nested=True) sets
+GENERATED_KEY = b"dpalbum.generated"  # parquet metadata mark of a table dpalbum wrote
+GENERATED_VALUE = b"written by dpalbum; may be replaced by it"
 
 
 class MlflowInternalRunDataset(AbstractDataset[dict[str, Any], dict[str, float]]):
@@ -118,15 +123,76 @@ class OptionalFileDataset(AbstractDataset[bytes, bytes | None]):
 
 
 class OptionalParquetDataset(ParquetDataset):
-    """kedro-datasets' ParquetDataset whose load gives ``None`` when the file does not exist.
+    """kedro-datasets' ParquetDataset whose load gives ``None`` when there is no file, and whose
+    save never replaces a file dpalbum did not write.
 
     Nodes that need the table check for ``None`` and report their metric as not available
-    instead of crashing a run on real data (which has no ground truth).
+    instead of crashing a run on real data (which has no ground truth). ``filepath: null``: this
+    run has no such table (the demo world's ground truth in a run on the user's albums): loading
+    gives ``None`` and saving writes nothing; so does ``writable: false``.
+
+    Like an album folder's marker, every file this dataset writes carries ``dpalbum.generated``
+    in its parquet metadata; an existing file without it (the user's own table) is never
+    overwritten. Files from before the marker are recognised by their exact columns
+    (``legacy_columns``): the demo world's ground truth.
     """
 
+    def __init__(self, *, filepath: str | None, writable: bool = True,
+                 legacy_columns: list[str] | None = None, **kwargs: Any) -> None:
+        self._no_file = filepath is None
+        self._writable = bool(writable)
+        self._legacy_columns = list(legacy_columns or [])
+        # os.devnull stands in for "no file": it is never opened (load/save/_exists check first)
+        super().__init__(filepath=os.devnull if filepath is None else filepath, **kwargs)
+
     def load(self) -> pd.DataFrame | None:
+        if self._no_file:
+            logger.info("no %s table for this run (your albums have no ground truth): loading "
+                        "None; metrics that need it are reported as not available", self)
+            return None
         if not self._exists():
             logger.warning("%s does not exist: loading None (real data has no ground truth; "
                            "metrics that need it are skipped)", self._filepath)
             return None
         return super().load()
+
+    def save(self, data: pd.DataFrame) -> None:
+        if self._no_file or not self._writable:
+            logger.warning("not writing the %d-row table: %s", len(data),
+                           "no file is configured for it in this run" if self._no_file else
+                           f"{self._filepath} is not dpalbum's to write")
+            return
+        path = Path(get_filepath_str(self._get_save_path(), self._protocol))
+        if path.exists() and not self._generated(path):
+            raise DatasetError(
+                f"Refusing to overwrite '{path}': it was not written by dpalbum (no "
+                f"{GENERATED_KEY.decode()} mark in its parquet metadata), so it may be your own "
+                f"data. Move it away, or point this catalog entry at another file.")
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(data, preserve_index=False)
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                               GENERATED_KEY: GENERATED_VALUE})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, str(path))
+        self._invalidate_cache()
+
+    def _generated(self, path: Path) -> bool:
+        """Whether dpalbum wrote ``path`` (its mark, or a pre-mark file with the known columns)."""
+        import pyarrow.parquet as pq
+
+        try:
+            schema = pq.read_schema(str(path))
+        except Exception:  # noqa: BLE001 - not a parquet file at all: not ours
+            return False
+        if GENERATED_KEY in (schema.metadata or {}):
+            return True
+        return bool(self._legacy_columns) and list(schema.names) == self._legacy_columns
+
+    def _exists(self) -> bool:
+        return not self._no_file and super()._exists()
+
+    def _describe(self) -> dict[str, Any]:
+        return {**super()._describe(), "filepath": None if self._no_file else str(self._filepath),
+                "writable": self._writable}

@@ -17,6 +17,7 @@ import pandas as pd
 from dpalbum.albums.model import AlbumSet
 from dpalbum.albums.vocabulary import parse_caption
 from dpalbum.models.album_description import describe_albums
+from dpalbum.models.captioner import AlbumSource
 from dpalbum.models.evaluation_network import (
     EvaluationNetwork,
     EvaluationNetworkConfig,
@@ -108,6 +109,20 @@ def _ground_truth_absent(name: str) -> dict[str, Any]:
                                 "only the demo world has per-photo ground-truth labels")
 
 
+def _not_demo_vocabulary(name: str, why: str) -> dict[str, Any]:
+    """A section measured in the demo world's vocabulary, on albums that are not the demo world's:
+    its numbers would look healthy on nonsense, so it is not reported."""
+    logger.warning("%s not reported: %s", name, why)
+    return report.section(name, internal=name != "caption_agreement",
+                          absent=f"not available: {why}",
+                          notes={"missing_input": "demo_world_albums"})
+
+
+def _covered(ids: list[str], truth: pd.DataFrame) -> list[int]:
+    """Positions of the album ids the ground truth covers (by album id)."""
+    return [i for i, a in enumerate(ids) if a in truth.index]
+
+
 def _captions(texts: pd.DataFrame) -> list[str]:
     return [str(c) for captions in texts["captions"] for c in captions]
 
@@ -153,8 +168,14 @@ def image_fidelity_node(synthetic_albums: AlbumSet, heldout_albums: AlbumSet,
 
 
 def text_fidelity_node(curated_texts: pd.DataFrame, album_texts: pd.DataFrame,
-                       text_fidelity: TextMetricsConfig) -> dict[str, Any]:
-    """Fréchet distance and MAUVE on MiniLM features: synthetic vs private summaries, captions."""
+                       text_fidelity: TextMetricsConfig,
+                       album_source: AlbumSource) -> dict[str, Any]:
+    """Fréchet distance and MAUVE on MiniLM features: synthetic vs private summaries, captions
+    (not reported when the album texts are the embedded captioner's, out of domain)."""
+    if album_source.provenance()["out_of_domain"]:
+        return _not_demo_vocabulary("text_fidelity", (
+            "both sides are texts in the demo world's vocabulary written by the embedded "
+            "captioner, which is out of domain for these albums"))
     values: dict[str, float] = {}
     missing = []
     pairs = {"summary": (list(album_texts["summary"]), list(curated_texts["summary"])),
@@ -220,9 +241,13 @@ def private_coherence_node(heldout_albums: AlbumSet, album_texts: pd.DataFrame,
                           notes={"photos": "held-out albums", "captions": "training albums"})
 
 
-def caption_agreement_node(synthetic_albums: AlbumSet,
-                           evaluation_network: EvaluationNetwork) -> dict[str, Any]:
+def caption_agreement_node(synthetic_albums: AlbumSet, evaluation_network: EvaluationNetwork,
+                           album_source: AlbumSource) -> dict[str, Any]:
     """Demo world: does each rendered photo show its caption's scene and protagonist?"""
+    if not album_source.demo_world:
+        return _not_demo_vocabulary("caption_agreement", (
+            "measured in the demo world's vocabulary (captions parsed with it, photos labelled "
+            "by the demo-world evaluation network), and these albums are not the demo world's"))
     images, ids, captions = _photos(synthetic_albums)
     if not images:
         return report.section("caption_agreement", internal=False, absent="no synthetic photos")
@@ -233,14 +258,23 @@ def caption_agreement_node(synthetic_albums: AlbumSet,
 
 def attribute_fidelity_node(curated_texts: pd.DataFrame, synthetic_albums: AlbumSet,
                             ground_truth: pd.DataFrame | None,
-                            evaluation_network: EvaluationNetwork) -> dict[str, Any]:
-    """TV distance of scene/protagonist/object labels: synthetic texts and photos vs private."""
+                            evaluation_network: EvaluationNetwork,
+                            album_texts: pd.DataFrame) -> dict[str, Any]:
+    """TV distance of scene/protagonist/object labels: synthetic texts and photos vs private
+    (over the private albums the ground truth covers, matched by album id)."""
     if _no_ground_truth(ground_truth):
         return _ground_truth_absent("attribute_fidelity")
+    private_ids = {str(a) for a in album_texts["album_id"]}
+    in_truth = set(map(str, ground_truth.loc[ground_truth["split"] == "train", "album_id"]))
+    uncovered = len(private_ids - in_truth)
+    ground_truth = ground_truth[(ground_truth["split"] != "train")
+                                | ground_truth["album_id"].astype(str).isin(private_ids)]
     private = _truth_photo_attrs(ground_truth, "train")
     if not private:
-        return report.section("attribute_fidelity", internal=True,
-                              absent="ground truth has no training-split photos")
+        return report.section("attribute_fidelity", internal=True, absent=(
+            f"not available: the ground truth covers none of the {len(private_ids)} private "
+            "albums"), notes={"missing_input": "ground_truth",
+                              "albums_without_ground_truth": uncovered})
     values: dict[str, float] = {}
     captions = _captions(curated_texts)
     if captions:
@@ -261,7 +295,8 @@ def attribute_fidelity_node(curated_texts: pd.DataFrame, synthetic_albums: Album
     if not (captions or images):
         return report.section("attribute_fidelity", internal=True,
                               absent="no synthetic captions and no synthetic photos")
-    return report.section("attribute_fidelity", internal=True, metrics=values)
+    return report.section("attribute_fidelity", internal=True, metrics=values,
+                          notes={"albums_without_ground_truth": uncovered} if uncovered else None)
 
 
 # ---- utility: train on synthetic, test on held-out real -----------------------------------------
@@ -282,9 +317,18 @@ def utility_node(synthetic_albums: AlbumSet, private_albums: AlbumSet, heldout_a
     syn_labels = {a.album_id: _text_album_labels(a.metadata.get("summary", ""),
                                                  [p.caption or "" for p in a.photos])
                   for a in synthetic_albums}
+    truth = pd.concat([_truth_labels(ground_truth, split) for split in ("train", "heldout")])
     real_x, real_ids = album_features(private_albums)
     test_x, test_ids = album_features(heldout_albums)
-    truth = pd.concat([_truth_labels(ground_truth, split) for split in ("train", "heldout")])
+    # only albums the ground truth covers have labels; the others are counted, never looked up
+    keep_real, keep_test = _covered(real_ids, truth), _covered(test_ids, truth)
+    uncovered = {"training": len(real_ids) - len(keep_real),
+                 "heldout": len(test_ids) - len(keep_test)}
+    if uncovered["training"] or uncovered["heldout"]:
+        logger.warning("utility: %d training and %d held-out albums have no ground truth: left "
+                       "out", uncovered["training"], uncovered["heldout"])
+    real_x, real_ids = real_x[keep_real], [real_ids[i] for i in keep_real]
+    test_x, test_ids = test_x[keep_test], [test_ids[i] for i in keep_test]
     values: dict[str, float] = {}
     absent: list[str] = []
     for task in utility.tasks:
@@ -299,10 +343,13 @@ def utility_node(synthetic_albums: AlbumSet, private_albums: AlbumSet, heldout_a
                              (test_x, list(truth.loc[test_ids, task])), utility.seed)
         found["synthetic_unlabelled"] = float(len(syn_ids) - len(keep))
         values |= {f"{task}_{k}": v for k, v in found.items()}
+    notes = {"albums_without_ground_truth": uncovered} if any(uncovered.values()) else {}
     if not values:
-        return report.section("utility", internal=True, absent="; ".join(absent))
+        return report.section("utility", internal=True,
+                              absent="not available: " + "; ".join(absent),
+                              notes={**notes, "missing_input": "ground_truth"} if notes else None)
     return report.section("utility", internal=True, metrics=values,
-                          notes={"absent": absent} if absent else None)
+                          notes={**notes, "absent": absent} if absent else notes or None)
 
 
 # ---- privacy audit (internal) -------------------------------------------------------------------
@@ -351,11 +398,13 @@ def membership_inference_node(summary_lm: Any, caption_lm: Any, lm_tokenizer: An
 # ---- metrics out, report out --------------------------------------------------------------------
 
 def collect_metrics_node(
-    privacy_ledger: dict[str, Any], *sections: dict[str, Any]
+    privacy_ledger: dict[str, Any], album_source: AlbumSource, *sections: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, float]]]:
     """metrics.json (internal: every section), released_metrics.json and the released MLflow
-    metrics (privacy tags are the hook's: one writer, ``dpalbum.privacy.ledger_tags``)."""
-    document = report.assemble_metrics(privacy_ledger, list(sections))
+    metrics (privacy tags are the hook's: one writer, ``dpalbum.privacy.ledger_tags``); both
+    documents name the captioner and whether its texts are out of domain."""
+    document = report.assemble_metrics(privacy_ledger, list(sections),
+                                       album_source.provenance())
     released = report.released_metrics(document)
     return document, released, report.mlflow_metrics(released)
 

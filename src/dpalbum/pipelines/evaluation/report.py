@@ -182,13 +182,15 @@ def privacy_block(privacy_ledger: dict[str, Any]) -> dict[str, Any]:
                     "album_count": album_count(privacy_ledger)}
 
 
-def assemble_metrics(privacy_ledger: dict[str, Any],
-                     sections: list[dict[str, Any]]) -> dict[str, Any]:
-    """metrics.json (internal): run privacy, released and internal sections, what was absent."""
+def assemble_metrics(privacy_ledger: dict[str, Any], sections: list[dict[str, Any]],
+                     captioner: dict[str, Any] | None = None) -> dict[str, Any]:
+    """metrics.json (internal): run privacy, released and internal sections, what was absent;
+    ``captioner``: which captioner wrote the album texts (public: from the configuration)."""
     # No timestamp: the same inputs give the same bytes (the MLflow run records when).
     doc: dict[str, Any] = {
         "internal": True, "internal_means": INTERNAL_MEANS,
         "privacy": privacy_block(privacy_ledger),
+        **({"captioner": captioner} if captioner else {}),
         "released": {}, "internal_sections": {}, "absent": {}, "internal_absent": {},
         "notes": {},
     }
@@ -210,7 +212,9 @@ def released_metrics(document: dict[str, Any]) -> dict[str, Any]:
     """released_metrics.json: the released sections and the privacy block, nothing internal."""
     released = set(document["released"]) | set(document["absent"])
     return {"internal": False,
-            "privacy": document["privacy"], "released": document["released"],
+            "privacy": document["privacy"],
+            **({"captioner": document["captioner"]} if "captioner" in document else {}),
+            "released": document["released"],
             "absent": document["absent"],
             "notes": {k: v for k, v in document["notes"].items() if k in released}}
 
@@ -436,6 +440,12 @@ def render_report(doc: dict[str, Any], ledger: dict[str, Any], synthetic_albums:
         banner += ("<p class='banner'><b>NON-PRIVATE baseline (ε = ∞)</b>: never release "
                    "this run's synthetic data.</p>")
     banner = _noise_banner(noise_source(ledger)) + banner
+    captioner = doc.get("captioner")  # public facts of the run's configuration
+    if captioner:
+        banner += (f"<p class='banner'>Album texts written by the "
+                   f"{html.escape(captioner['captioner'])}"
+                   + (f": <b>{html.escape(captioner['statement'])}</b>"
+                      if captioner.get("out_of_domain") else "") + ".</p>")
     plot = _plot_html(privacy_utility_plot, include_internal)
     px = int(config.thumbnail_px)
     return f"""<!DOCTYPE html>

@@ -66,8 +66,27 @@ def _noise_lines(source: str) -> list[str]:
     return []
 
 
-def build_data_card(report: dict[str, Any], n_albums: int, n_photos: int) -> str:
-    """Markdown data card from the rendering report (which carries the ledger summary)."""
+def _captioner_rows(captioner: dict[str, Any] | None) -> list[str]:
+    """The captioner's row of the models table (public facts of the configuration)."""
+    if not captioner:
+        return []
+    said = f" **{captioner['statement']}**" if captioner.get("out_of_domain") else ""
+    return [f"| captioner: {captioner['captioner']} | captions of the PRIVATE photos, from which "
+            f"the album texts were made |{said} public model (no ε) |"]
+
+
+def _captioner_lines(captioner: dict[str, Any] | None) -> list[str]:
+    if not captioner or not captioner.get("out_of_domain"):
+        return []
+    return [f"**Album texts out of domain.** {captioner['statement'][0].upper()}"
+            f"{captioner['statement'][1:]}. The captioner was used anyway "
+            "(captioning.allow_out_of_domain: true).", ""]
+
+
+def build_data_card(report: dict[str, Any], n_albums: int, n_photos: int,
+                    captioner: dict[str, Any] | None = None) -> str:
+    """Markdown data card from the rendering report (which carries the ledger summary) and the
+    captioner's provenance (``captioner_provenance``: which model wrote the album texts)."""
     privacy, renderer = report["privacy"], report["renderer"]
     eps, delta, unit = privacy["epsilon"], privacy["delta"], privacy["unit"]
     private = eps != "inf"
@@ -101,6 +120,7 @@ def build_data_card(report: dict[str, Any], n_albums: int, n_photos: int) -> str
         *_noise_lines(source),
         headline,
         "",
+        *_captioner_lines(captioner),
         "| | |",
         "|---|---|",
         f"| ε (epsilon) | {eps} |",
@@ -128,6 +148,7 @@ def build_data_card(report: dict[str, Any], n_albums: int, n_photos: int) -> str
         "## Models and their provenance",
         "| model | role | trained on |",
         "|---|---|---|",
+        *_captioner_rows(captioner),
         "| language models (see the dpsgd mechanisms above) | album summaries, then captions | "
         "pre-trained on public text, fine-tuned with DP-SGD on PRIVATE album texts (on the "
         "ledger) |",

@@ -49,7 +49,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 write_data_card_node,
-                inputs=["synthetic_albums", "rendering_report"],
+                inputs=["synthetic_albums", "rendering_report", "params:album_source"],
                 outputs="synthetic_data_card",
                 name="write_data_card_node",
             ),
