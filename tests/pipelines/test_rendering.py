@@ -174,8 +174,11 @@ def test_renderer_threads_apply_to_its_nodes_only_and_are_restored(public_corpus
 
 
 def test_default_parameters_validate_as_rendering_params():
+    from dpalbum.settings import CONFIG_LOADER_ARGS
+
     loader = OmegaConfigLoader(str(ROOT / "conf"), base_env="base", default_run_env="base",
-                               config_patterns={"parameters": ["parameters*"]})
+                               config_patterns={"parameters": ["parameters*"]},
+                               custom_resolvers=CONFIG_LOADER_ARGS["custom_resolvers"])
     params = RenderingParams(**loader["parameters"]["rendering"])
     assert params.selection == "semantic" and params.renderer.backend == "embedded"
     assert params.coherence.shared_initial_latents and params.renderer.sampler in ("dpm", "ddim")
