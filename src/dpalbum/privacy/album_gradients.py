@@ -43,6 +43,15 @@ class AlbumBatchStats:
     n_clipped: int = 0
     norm_sum: float = 0.0  # sum over albums of the pre-clip album gradient norm
 
+    def add(self, positions: Sequence[int], albums_rows: Sequence[Sequence[Any]],
+            losses: torch.Tensor, norms: torch.Tensor, max_grad_norm: float) -> None:
+        """Count the albums at ``positions`` with their (m,) losses and pre-clip norms."""
+        self.n_albums += len(positions)
+        self.n_rows += sum(len(albums_rows[a]) for a in positions)
+        self.loss_sum += float(losses.sum())
+        self.n_clipped += int((norms > max_grad_norm).sum())
+        self.norm_sum += float(norms.sum())
+
 
 def wrap_for_dp(
     model: nn.Module, grad_sample_mode: str = "hooks"
@@ -213,9 +222,5 @@ def clipped_album_sum(
         factors = (max_grad_norm / (norms + 1e-6)).clamp(max=1.0)  # (m,)
         for total, g in zip(totals, grads):
             total += torch.einsum("m,m...->...", factors, g.float())
-        stats.n_albums += len(positions)
-        stats.n_rows += sum(len(albums_rows[a]) for a in positions)
-        stats.loss_sum += float(losses.sum())
-        stats.n_clipped += int((norms > max_grad_norm).sum())
-        stats.norm_sum += float(norms.sum())
+        stats.add(positions, albums_rows, losses, norms, max_grad_norm)
     return totals, stats

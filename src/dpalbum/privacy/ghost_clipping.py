@@ -573,11 +573,7 @@ def ghost_clipped_album_sum(
     ):
         factors = (max_grad_norm / (norms + 1e-6)).clamp(max=1.0)  # one clip per album
         add_clipped(factors, totals)
-        stats.n_albums += len(positions)
-        stats.n_rows += sum(len(albums_rows[a]) for a in positions)
-        stats.loss_sum += float(losses.sum())
-        stats.n_clipped += int((norms > max_grad_norm).sum())
-        stats.norm_sum += float(norms.sum())
+        stats.add(positions, albums_rows, losses, norms, max_grad_norm)
     return [totals[order[id(p)]] for p in params], stats
 
 
