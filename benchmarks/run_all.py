@@ -131,10 +131,19 @@ def dp_overhead_figures(r: dict[str, Any]) -> list[Figure]:
 
 
 def sampling_figures(r: dict[str, Any]) -> list[Figure]:
-    """Issue 4: batched hierarchical sampler ≥ 10× a naive per-caption generate loop."""
-    return [Figure("sampling: captions/s, batched sampler vs naive generate loop",
-                   r["batched"]["captions_per_s"], r["naive"]["captions_per_s"], "captions/s",
-                   target=Target(">=", float(r.get("target", 10.0))))]
+    """Issue 14: the batched sampler ≥ 3× an album-batched generate loop (num_return_sequences=k
+    per album); older results only hold issue 4's naive per-caption loop (≥ 10×)."""
+    model = r.get("setup", {}).get("model", "")
+    if "album_batched" not in r:
+        return [Figure("sampling: captions/s, batched sampler vs naive generate loop",
+                       r["batched"]["captions_per_s"], r["naive"]["captions_per_s"],
+                       "captions/s", target=Target(">=", float(r.get("target", 10.0))))]
+    return [Figure(f"sampling: captions/s, batched sampler vs album-batched generate loop "
+                   f"({model})", r["batched"]["captions_per_s"],
+                   r["album_batched"]["captions_per_s"], "captions/s",
+                   target=Target(">=", float(r.get("target", 3.0)))),
+            Figure(f"sampling: captions/s, batched sampler vs one generate per caption ({model})",
+                   r["batched"]["captions_per_s"], r["naive"]["captions_per_s"], "captions/s")]
 
 
 def rendering_figures(r: dict[str, Any]) -> list[Figure]:

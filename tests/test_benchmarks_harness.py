@@ -236,3 +236,13 @@ def test_determinism_compares_results_byte_for_byte_and_ignores_ids_and_times(tm
     row = run_all.determinism_figures({"runs": runs, "differing": [], "files_compared": 9,
                                        "identical": True})[0]
     assert row.met is None and row.ok and "identical: True" in row.note
+
+
+def test_sampling_is_judged_against_the_album_batched_loop_when_measured():
+    result = {"batched": {"captions_per_s": 300.0}, "album_batched": {"captions_per_s": 120.0},
+              "naive": {"captions_per_s": 20.0}, "target": 3.0,
+              "setup": {"model": "the pipeline's trained LMs"}}
+    against_album, against_naive = run_all.sampling_figures(result)
+    assert against_album.ratio == 2.5 and against_album.met is False  # 2.5x < 3x
+    assert "album-batched" in against_album.figure and against_naive.target is None
+    assert against_naive.ratio == 15.0
