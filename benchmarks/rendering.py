@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import platform
 import statistics
 import sys
@@ -194,9 +195,11 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--n-quality", type=int, default=192)
     ap.add_argument("--steps", type=int, nargs="+", default=[10, 25, 50])
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (the box is shared)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch threads; 0: every core, as the pipeline renders")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/rendering.json"))
     args = ap.parse_args()
+    args.threads = args.threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(args.threads)
 
     renderer = load_renderer(args.renderer, device="cpu")
