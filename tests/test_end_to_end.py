@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from tests.privacy.conftest import run_verifiers
 
@@ -115,6 +116,37 @@ def test_every_run_is_an_mlflow_run_with_params_epsilon_and_models(project):
     assert "privacy_metrics.privacy_epsilon" in run.data.metrics
     models = {a.path for a in client.list_artifacts(run.info.run_id, "models")}
     assert {"models/summary_lm", "models/caption_lm", "models/captioner_model"} <= models
+
+
+def test_kedro_viz_serves_every_node_and_previews_no_private_data(project, monkeypatch):
+    """kedro-viz's own API on the run's project: every node answers 200 (no preview it cannot
+    serialise), private and internal datasets carry no preview, and no run left a
+    .viz/stats.json of dataset sizes behind."""
+    from fastapi.testclient import TestClient
+    from kedro_viz.api.apps import create_api_app_from_project
+    from kedro_viz.server import load_and_populate_data
+
+    monkeypatch.chdir(project)
+    assert not (project / ".viz" / "stats.json").exists()
+    load_and_populate_data(project)
+    client = TestClient(create_api_app_from_project(project))
+    graph = client.get("/api/main")
+    assert graph.status_code == 200
+    nodes = [n for n in graph.json()["nodes"] if n["type"] == "data"]
+    access = {name: (spec.get("metadata") or {}).get("dpalbum", {}).get("access")
+              for path in (project / "conf" / "base").glob("catalog*.yml")
+              for name, spec in yaml.safe_load(path.read_text()).items()
+              if not name.startswith("_")}
+    previewed = []
+    for node in nodes:
+        response = client.get(f"/api/nodes/{node['id']}")
+        assert response.status_code == 200, (node["name"], response.text[:300])
+        if "preview" in response.json():
+            previewed.append(node["name"])
+            if node["name"] in ("public_corpus", "synthetic_texts"):
+                assert response.json()["preview_type"] == "TablePreview"
+            assert access.get(node["name"]) in ("public", "released"), node["name"]
+    assert "public_album_texts" in previewed and "synthetic_texts" in previewed  # previews work
 
 
 def test_a_run_killed_mid_fine_tune_cannot_release_a_wrong_epsilon(project, monkeypatch):
