@@ -56,7 +56,11 @@ class FlatParamsHook:
 
     @hook_impl
     def after_context_created(self, context) -> None:
-        self._params = dict(context.params)
+        # The raw parameters, not ``context.params``: reading that here would validate every
+        # registered pipeline's typed parameters, so a bad value in one group (a conf/local
+        # override of text_filtering) would break `kedro run --pipelines sampling`; the session
+        # validates only the pipelines it runs.
+        self._params = dict(context.config_loader["parameters"])
         # Every core this process may use (measured on the 2-core box with the pipeline's own
         # caption LM: a pre-training step 1.5x and a DP-SGD step 1.3x faster on 2 threads than
         # on 1). DPALBUM_TORCH_THREADS sets another count (results are reproducible at equal

@@ -39,6 +39,7 @@ from dpalbum.albums.vocabulary import (
     Protagonist,
     caption_for,
 )
+from dpalbum.params import params
 
 # Independent random streams derived from the one seed: one per output.
 PUBLIC_STREAM, TRAIN_STREAM, HELDOUT_STREAM, CANARY_STREAM = 0, 1, 2, 3
@@ -56,7 +57,7 @@ _MIN_CANVAS_SIDE = 128
 RGB = tuple[int, int, int]
 
 
-@dataclass
+@params
 class DemoWorldConfig:
     """Parameters of the demo world (``conf/base/parameters_demo_world.yml``)."""
 

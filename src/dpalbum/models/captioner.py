@@ -19,7 +19,7 @@ import json
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from dpalbum.albums.vocabulary import Protagonist, caption_for
+from dpalbum.params import params
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ SINGLE_LABEL = ("scene", "colour", "shape")  # public corpus columns, one class 
 MULTI_LABEL = "objects"  # public corpus column: space-joined object names (may be empty)
 
 
-@dataclass
+@params
 class CaptionerConfig:
     """How photos are captioned (``params:captioning.captioner``)."""
 
@@ -67,7 +68,7 @@ class CaptionerConfig:
     heldout_fraction: float = 0.1  # public images kept aside to report accuracy
 
 
-@dataclass
+@params
 class DomainCheckConfig:
     """Whether photos are the kind the embedded captioner was made for
     (``params:captioning.domain_check``); thresholds come from PUBLIC data only."""
@@ -76,7 +77,7 @@ class DomainCheckConfig:
     max_low_confidence_share: float = 0.25  # out of domain: more photos than this below τ
 
 
-@dataclass
+@params
 class AlbumSource:
     """``params:album_source`` (derived in parameters.yml): whether the albums are the demo
     world's own, and the captioner's settings; public facts about the run, no private data."""

@@ -45,6 +45,8 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
+from dpalbum.params import params
+
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "renderer.json"  # backend, settings and training report of a saved renderer
@@ -55,7 +57,7 @@ SAMPLERS = ("ddim", "dpm")
 BACKENDS = ("embedded", "pretrained")
 
 
-@dataclass
+@params
 class CoherenceConfig:
     """How the photos of one album are made to belong together (``params:rendering.coherence``)."""
 
@@ -90,7 +92,7 @@ class CoherenceConfig:
         re.compile(self.character_pattern)
 
 
-@dataclass
+@params
 class RendererConfig:
     """The renderer's backend, architecture, training and sampling (``params:rendering.renderer``).
     """

@@ -54,6 +54,7 @@ from dpalbum.models.devices import (
     generation_device,
 )
 from dpalbum.models.text_format import SpecialTokens, caption_prompt
+from dpalbum.params import params
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ logger = logging.getLogger(__name__)
 _SAMPLING, _SIZE, _SUMMARY, _CAPTION = 0x5A4D, 1, 2, 3
 
 
-@dataclass
+@params
 class AlbumSizePrior:
     """PUBLIC prior on the number of photos (captions) per synthetic album.
 
@@ -106,7 +107,7 @@ class AlbumSizePrior:
         return f"categorical {dict(sorted(self.probs.items()))}"
 
 
-@dataclass
+@params
 class MaxNewTokens:
     """Generation length caps per model role (in tokens, eos included)."""
 
@@ -114,7 +115,7 @@ class MaxNewTokens:
     caption: int = 30
 
 
-@dataclass
+@params
 class SamplingConfig:
     """Hierarchical sampling parameters (``parameters_sampling.yml``, key ``sampling``)."""
 

@@ -20,12 +20,12 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 
 from dpalbum.albums.vocabulary import EVENTS, Protagonist, parse_caption
 from dpalbum.models.captioner import resolve_device
+from dpalbum.params import params
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ DEFAULT_PROMPT = (
 )
 
 
-@dataclass
+@params
 class SummariserConfig:
     """How albums are summarised (``params:captioning.summariser``)."""
 

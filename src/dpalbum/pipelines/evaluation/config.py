@@ -7,14 +7,15 @@ typo in a key fails before any model is loaded.
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass, field
+from dataclasses import field
 from pathlib import Path
 from typing import Any
 
 from dpalbum.models.text_encoder import EMBEDDED
+from dpalbum.params import params
 
 
-@dataclass
+@params
 class ImageFidelityConfig:
     """Image metrics: which features, and the settings of KID and k-NN precision/recall."""
 
@@ -53,7 +54,7 @@ def check_inception_available(weights_path: str | None) -> None:
             "image_features: local")
 
 
-@dataclass
+@params
 class TextMetricsConfig:
     """Text fidelity and caption coherence: the sentence encoder and MAUVE's sample cap."""
 
@@ -62,7 +63,7 @@ class TextMetricsConfig:
     seed: int = 0
 
 
-@dataclass
+@params
 class UtilityConfig:
     """Train-on-synthetic-test-on-real classifiers over album-mean evaluation features."""
 
@@ -75,7 +76,7 @@ class UtilityConfig:
             raise ValueError(f"utility.tasks: unknown {sorted(unknown)}; use event, protagonist")
 
 
-@dataclass
+@params
 class MembershipConfig:
     """Loss-based membership inference on the summary and caption LMs."""
 
@@ -85,7 +86,7 @@ class MembershipConfig:
     seed: int = 0
 
 
-@dataclass
+@params
 class PrivacyAuditConfig:
     """The insertion audit (INTERNAL): canary albums planted in a dedicated audit run.
 
@@ -126,7 +127,7 @@ class PrivacyAuditConfig:
             raise ValueError(f"evaluation.privacy_audit: invalid {small or self.n_samples}")
 
 
-@dataclass
+@params
 class HeldoutTextsConfig:
     """How held-out albums get their texts (the same public captioner as the training albums)."""
 
@@ -134,7 +135,7 @@ class HeldoutTextsConfig:
     device: str = "auto"
 
 
-@dataclass
+@params
 class ReportConfig:
     """What report.html shows."""
 
@@ -145,7 +146,7 @@ class ReportConfig:
     seed: int = 0
 
 
-@dataclass
+@params
 class TrackingConfig:
     """Where internal metrics go: a child MLflow run tagged internal, or nowhere."""
 

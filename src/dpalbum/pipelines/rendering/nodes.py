@@ -8,7 +8,7 @@ import io
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,6 +34,7 @@ from dpalbum.models.renderer import (
     train_embedded_renderer,
 )
 from dpalbum.models.sharded_rendering import render_albums
+from dpalbum.params import params
 from dpalbum.pipelines.rendering.data_card import build_data_card, privacy_summary
 from dpalbum.pipelines.rendering.datasets import DeferredLoad
 
@@ -46,7 +47,7 @@ DP_FINETUNE_DEFAULTS: dict[str, Any] = {"enabled": False, "expected_batch_albums
 CURATED_COLUMNS = ("album_id", "summary", "captions")
 
 
-@dataclass
+@params
 class RenderingParams:
     """``params:rendering`` (conf/base/parameters_rendering.yml), validated before the run."""
 

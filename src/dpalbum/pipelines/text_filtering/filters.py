@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 
 from dpalbum.albums.vocabulary import SCENES, parse_caption
+from dpalbum.params import Cosine, Fraction, PositiveInt, params
 
 Encoder = Callable[[list[str]], np.ndarray]  # texts -> (N, D) L2-normalised embeddings
 N_EXAMPLES = 3  # dropped texts quoted per filter in the report (synthetic text only)
@@ -47,17 +48,23 @@ N_EXAMPLES = 3  # dropped texts quoted per filter in the report (synthetic text 
 
 # ---- parameters ---------------------------------------------------------------------------------
 
-@dataclass
+@params
 class LengthBounds:
     """Accepted size of one text, in whitespace words and in characters (bounds inclusive)."""
 
-    min_words: int = 1
-    max_words: int = 100
-    min_chars: int = 1
-    max_chars: int = 1000
+    min_words: PositiveInt = 1
+    max_words: PositiveInt = 100
+    min_chars: PositiveInt = 1
+    max_chars: PositiveInt = 1000
+
+    def __post_init__(self) -> None:
+        for low, high in (("min_words", "max_words"), ("min_chars", "max_chars")):
+            if getattr(self, low) > getattr(self, high):
+                raise ValueError(f"{low} ({getattr(self, low)}) is above {high} "
+                                 f"({getattr(self, high)}): no text could pass")
 
 
-@dataclass
+@params
 class WellFormedFilter:
     enabled: bool = True
     summary: LengthBounds = field(default_factory=LengthBounds)
@@ -67,46 +74,43 @@ class WellFormedFilter:
                                                                 r"\[(?:unk|pad|cls|sep|mask)\]"])
 
     def __post_init__(self) -> None:
-        for name in ("summary", "caption"):
-            if isinstance(getattr(self, name), dict):
-                setattr(self, name, LengthBounds(**getattr(self, name)))
         self.regex = re.compile("|".join(self.reject_patterns) or r"(?!)", re.IGNORECASE)
 
 
-@dataclass
+@params
 class RepetitionFilter:
     enabled: bool = True
-    ngram: int = 2
-    max_repeated_ratio: float = 0.3
+    ngram: PositiveInt = 2
+    max_repeated_ratio: Fraction = 0.3
 
 
-@dataclass
+@params
 class CaptionSimilarityFilter:
     enabled: bool = True
-    min_similarity: float = 0.3
+    min_similarity: Cosine = 0.3
 
 
-@dataclass
+@params
 class CaptionVocabularyFilter:
     enabled: bool = True
     fields: list[str] = field(default_factory=lambda: ["colour", "shape"])
 
 
-@dataclass
+@params
 class MinCaptionsFilter:
     enabled: bool = True
-    min_captions: int = 3
+    min_captions: PositiveInt = 3
 
 
-@dataclass
+@params
 class ExactDuplicatesFilter:
     enabled: bool = True
 
 
-@dataclass
+@params
 class NearDuplicatesFilter:
     enabled: bool = True
-    max_similarity: float = 0.999
+    max_similarity: Cosine = 0.999
     use_captions: bool = True  # False: compare summaries only
 
 
@@ -114,13 +118,9 @@ FILTER_ORDER: tuple[str, ...] = (
     "well_formed", "repetition", "caption_similarity", "caption_vocabulary", "min_captions",
     "exact_duplicates", "near_duplicates",
 )
-_FILTER_TYPES = dict(zip(FILTER_ORDER, (
-    WellFormedFilter, RepetitionFilter, CaptionSimilarityFilter, CaptionVocabularyFilter,
-    MinCaptionsFilter, ExactDuplicatesFilter, NearDuplicatesFilter,
-)))
 
 
-@dataclass
+@params
 class TextFilteringConfig:
     """Text filtering parameters (``parameters_text_filtering.yml``, key ``text_filtering``)."""
 
@@ -134,10 +134,6 @@ class TextFilteringConfig:
     near_duplicates: NearDuplicatesFilter = field(default_factory=NearDuplicatesFilter)
 
     def __post_init__(self) -> None:
-        for name, kind in _FILTER_TYPES.items():
-            value = getattr(self, name)
-            if isinstance(value, dict):
-                setattr(self, name, kind(**value))
         unknown = set(self.caption_vocabulary.fields) - {"colour", "shape", "scene"}
         if unknown:
             raise ValueError(f"text_filtering.caption_vocabulary.fields: unknown {sorted(unknown)}"
