@@ -46,12 +46,15 @@ def album_top_k(caption_labels: list[np.ndarray], k: int) -> list[list[int]]:
 
 
 def select_public(
-    public_labels: np.ndarray, label_distribution: np.ndarray, n_select: int, seed: int
+    public_labels: np.ndarray, label_distribution: np.ndarray, n_select: int, seed: int,
+    item_weights: np.ndarray | None = None,
 ) -> np.ndarray:
     """Indices of ``n_select`` public items drawn so their label mix follows the distribution.
 
     Each label gets ``round(n_select * p_label)`` items drawn without replacement among the public
     items carrying it (all of them if it has fewer); labels with p = 0 contribute nothing.
+    ``item_weights`` (e.g. each item's scene share of the theme distribution) weight the draw
+    within a label: items of weight 0 are drawn only once a label's weighted items run out.
     """
     rng = np.random.default_rng(seed)
     p = np.clip(np.asarray(label_distribution, dtype=np.float64), 0, None)
@@ -63,8 +66,19 @@ def select_public(
     chosen = []
     for label, q in enumerate(quota):
         pool = np.flatnonzero(public_labels == label)
-        if q > 0 and len(pool):
+        if q <= 0 or not len(pool):
+            continue
+        if item_weights is None:
             chosen.append(rng.choice(pool, size=min(q, len(pool)), replace=False))
+            continue
+        w = np.asarray(item_weights, dtype=np.float64)[pool]
+        weighted, rest = pool[w > 0], pool[w <= 0]
+        take = min(q, len(weighted))
+        if take:
+            chosen.append(rng.choice(weighted, size=take, replace=False,
+                                     p=w[w > 0] / w[w > 0].sum()))
+        if q > take and len(rest):
+            chosen.append(rng.choice(rest, size=min(q - take, len(rest)), replace=False))
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
 
 
@@ -102,3 +116,40 @@ def caption_labels(captions: list[str], columns: list[str], space: list[str]) ->
         if key in index:
             out.append(index[key])
     return np.asarray(out, dtype=np.int64)
+
+
+# ---- the theme family: an album's set of most frequent scenes ---------------------------------
+
+THEME_JOIN = "+"
+
+
+def theme_space(public_corpus: pd.DataFrame, column: str, size: int) -> list[str]:
+    """Every theme the public corpus can show: each set of 1..``size`` distinct values of
+    ``column`` (e.g. scenes), names sorted and joined with ``+`` ("beach+forest")."""
+    from itertools import combinations
+
+    values = sorted(public_corpus[column].astype(str).unique().tolist())
+    return [THEME_JOIN.join(combo) for n in range(1, size + 1)
+            for combo in combinations(values, n)]
+
+
+def album_theme(captions: list[str], column: str, size: int, space: list[str]) -> int | None:
+    """The theme id of one album: its ``size`` most frequent ``column`` values read from its
+    captions (ties by name), as a set; ``None`` when no caption names one in the public space."""
+    from dpalbum.albums.vocabulary import parse_caption
+
+    counts = Counter(str(v) for v in (parse_caption(c).get(column) for c in captions) if v)
+    ranked = [value for value, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))]
+    name = THEME_JOIN.join(sorted(ranked[:size]))
+    index = {theme: i for i, theme in enumerate(space)}
+    return index.get(name) if name else None
+
+
+def theme_value_weights(themes: list[str], distribution: np.ndarray) -> dict[str, float]:
+    """Each value's share of a theme distribution (a theme's mass split over its values)."""
+    weights: Counter[str] = Counter()
+    for theme, p in zip(themes, distribution):
+        values = theme.split(THEME_JOIN)
+        for value in values:
+            weights[value] += float(p) / len(values)
+    return dict(weights)

@@ -61,7 +61,7 @@ from .accounting import (
 )
 from .album_gradients import album_gradients, clipped_album_sum, unwrap_dp, wrap_for_dp
 from .calibration import CalibrationResult, calibrate_noise_multipliers
-from .config import PrivacyConfigError, PrivacyParams
+from .config import PrivacyConfigError, PrivacyParams, SemanticQueryParams
 from .conv_guard import guard_conv_inputs
 from .distributed import train_dp_multiprocess
 from .dpsgd import DPSGDConfig, DPTrainResult, train_dp
@@ -90,6 +90,7 @@ __all__ = [
     "PrivacyAccount",
     "PrivacyAccountDataset",
     "PrivacyConfigError",
+    "SemanticQueryParams",
     "StaleReleaseError",
     "run_mechanism",
     "check_release",

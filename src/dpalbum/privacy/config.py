@@ -173,7 +173,15 @@ class SemanticQueryParams:
     label_columns: list[str] = field(default_factory=list)
     n_labels: int = 48
     k: int = 1
+    theme_column: str | None = None
+    theme_size: int = 2
     noise_multiplier: Any = "auto"
+
+    @property
+    def labels_per_album(self) -> int:
+        """Most histogram bins one album adds 1 to: its k distinct labels, plus its one theme
+        when the theme family is on. The L2 sensitivity is the square root of this."""
+        return self.k + (1 if self.theme_column else 0)
 
     @classmethod
     def from_dict(cls, params: Mapping[str, Any],
@@ -186,4 +194,9 @@ class SemanticQueryParams:
         if out.labeller not in ("public_labels", "kmeans"):
             raise PrivacyConfigError(f"{where}.labeller must be public_labels or kmeans, got "
                                      f"{out.labeller!r}")
+        out.theme_size = _positive(out.theme_size, f"{where}.theme_size", integer=True)
+        if out.theme_column is not None and out.labeller != "public_labels":
+            raise PrivacyConfigError(f"{where}.theme_column needs labeller: public_labels (a "
+                                     f"public label column to read themes from); set it to null "
+                                     f"with labeller {out.labeller!r}")
         return out

@@ -74,9 +74,10 @@ def mechanism_catalogue(privacy_params: Mapping[str, Any] | PrivacyParams,
     selection = dp_training.get("selection", {}).get("mode", "semantic")
     if selection == "semantic":
         query = SemanticQueryParams.from_dict(dp_training["semantic_query"])
-        # one album adds 1 to each of at most k distinct labels: L2 sensitivity √k
+        # one album adds 1 to each of at most k distinct labels, and 1 to its theme's bin
+        # when the theme family is on: L2 sensitivity √(k [+ 1])
         specs.append({"name": SEMANTIC_QUERY, "kind": "gaussian",
-                      "l2_sensitivity": math.sqrt(query.k),
+                      "l2_sensitivity": math.sqrt(query.labels_per_album),
                       "noise_multiplier": query.noise_multiplier})
     for role in LM_MECHANISMS:
         dp = lm_dp_params(dp_training, role)

@@ -6,6 +6,11 @@ changes the histogram by at most √k in L2 norm. Gaussian noise of std σ·√k
 release a Gaussian mechanism with noise multiplier σ (std / sensitivity), which is what the ledger
 records. Labels are deduplicated and cut to k before counting: a repeated label would count twice
 in one bin and break the √k bound.
+
+Several label families share one histogram (and one release): the protagonist labels and, when
+on, the album's theme (the set of its most frequent scenes) sit side by side as bins of one
+vector; an album adds 1 to at most k protagonist bins and 1 theme bin, so the caller passes
+k + 1 as ``k`` and the bound √(k + 1) holds for the joint vector.
 """
 
 from __future__ import annotations

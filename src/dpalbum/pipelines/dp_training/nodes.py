@@ -34,10 +34,19 @@ def public_caption_labels_node(
     label-free alternative for unlabelled public corpora, clusters of MiniLM caption embeddings.
     """
     spec = params["semantic_query"]
+    themes = pd.DataFrame()
     if spec["labeller"] == "public_labels":
         space = sl.public_label_space(public_corpus, spec["label_columns"])
         labels = sl.public_labels(public_corpus, spec["label_columns"], space)
-        labeller = pd.DataFrame({"label_name": space})
+        labeller = pd.DataFrame({"label_name": space, "family": "protagonist"})
+        if spec.get("theme_column"):  # the theme family's bins follow the protagonist ones
+            theme_names = sl.theme_space(public_corpus, spec["theme_column"],
+                                         int(spec.get("theme_size", 2)))
+            labeller = pd.concat([labeller, pd.DataFrame({"label_name": theme_names,
+                                                          "family": "theme"})],
+                                 ignore_index=True)
+            themes = pd.DataFrame({"theme_value": public_corpus[spec["theme_column"]]
+                                   .astype(str).to_numpy()})
     elif spec["labeller"] == "kmeans":
         captions = public_corpus["caption"].astype(str)
         unique = captions.unique().tolist()  # templates repeat: embed each distinct text once
@@ -50,8 +59,19 @@ def public_caption_labels_node(
         raise ValueError(f"dp_training.semantic_query.labeller {spec['labeller']!r}: use "
                          "public_labels or kmeans")
     logger.info("semantic labeller (%s): %d labels", spec["labeller"], len(labeller))
-    return labeller, pd.DataFrame({"image_id": public_corpus["image_id"].astype(str),
-                                   "label": labels})
+    return labeller, pd.concat([pd.DataFrame({"image_id": public_corpus["image_id"].astype(str),
+                                              "label": labels}), themes], axis=1)
+
+
+def _families(labeller: pd.DataFrame) -> dict[str, tuple[int, int]]:
+    """Each label family's slice of the histogram (one ``protagonist`` family without themes)."""
+    if "family" not in labeller:
+        return {"protagonist": (0, len(labeller))}
+    families: dict[str, tuple[int, int]] = {}
+    for name in dict.fromkeys(labeller["family"]):
+        rows = np.flatnonzero(labeller["family"].to_numpy() == name)
+        families[name] = (int(rows[0]), int(rows[-1]) + 1)
+    return families
 
 
 def _album_labels(captions: list[str], labeller: pd.DataFrame, spec: dict) -> np.ndarray:
@@ -59,6 +79,25 @@ def _album_labels(captions: list[str], labeller: pd.DataFrame, spec: dict) -> np
         return sl.caption_labels(captions, spec["label_columns"],
                                  labeller["label_name"].tolist())
     return sl.assign_labels(encode_texts(captions), labeller.to_numpy(dtype=np.float32))
+
+
+def album_bins(album_texts: pd.DataFrame, semantic_labeller: pd.DataFrame,
+               spec: dict[str, Any]) -> list[list[int]]:
+    """Each album's histogram bins (PRIVATE): its top-k protagonist labels, then its theme's bin
+    (after the protagonist family's) when the theme family is on."""
+    families = _families(semantic_labeller)
+    start, stop = families["protagonist"]
+    per_album = sl.album_top_k([_album_labels(list(caps), semantic_labeller.iloc[start:stop], spec)
+                                for caps in album_texts["captions"]], int(spec["k"]))
+    if "theme" in families:  # + at most one theme bin per album
+        t0, t1 = families["theme"]
+        theme_names = semantic_labeller["label_name"].iloc[t0:t1].tolist()
+        for labels, caps in zip(per_album, album_texts["captions"]):
+            theme = sl.album_theme(list(caps), spec["theme_column"], int(spec["theme_size"]),
+                                   theme_names)
+            if theme is not None:
+                labels.append(t0 + theme)
+    return per_album
 
 
 def semantic_query_node(
@@ -70,16 +109,18 @@ def semantic_query_node(
     if params["selection"]["mode"] != "semantic":
         return {"mode": params["selection"]["mode"], "distribution": None}, privacy_plan
     spec = params["semantic_query"]
-    per_album = [_album_labels(list(caps), semantic_labeller, spec)
-                 for caps in album_texts["captions"]]
-    k = int(spec["k"])
+    families, k = _families(semantic_labeller), int(spec["k"])
+    # the most bins one album adds 1 to (the plan's sensitivity √ of it): one source of truth
+    per_album_bins = privacy.SemanticQueryParams.from_dict(spec).labels_per_album
     result, ledger = privacy.run_mechanism(
         privacy_plan, "semantic_query", privacy_account, privacy_params,
-        lambda stream: _query(sl.album_top_k(per_album, k), len(semantic_labeller), k,
-                              privacy_plan, stream))
+        lambda stream: _query(album_bins(album_texts, semantic_labeller, spec),
+                              len(semantic_labeller), per_album_bins, privacy_plan, stream))
     names = (semantic_labeller["label_name"].tolist() if "label_name" in semantic_labeller
              else [f"cluster_{i}" for i in range(len(semantic_labeller))])
     histogram = {"mode": "semantic", "labeller": spec["labeller"], "k": k,
+                 "labels_per_album": per_album_bins,
+                 "families": {name: list(bounds) for name, bounds in families.items()},
                  "noise_std": result.mechanism["noise_std"], "labels": names,
                  "noisy_counts": result.noisy_counts.tolist(),
                  "distribution": result.distribution.tolist(),
@@ -94,18 +135,34 @@ def _query(label_sets, n_labels: int, k: int, plan: dict[str, Any], stream):
     return result, result.mechanism
 
 
-def _thresholded(semantic_histogram: dict[str, Any], selection: dict[str, Any]) -> np.ndarray:
-    """The noisy distribution without labels whose count is within noise of zero.
+def _thresholded(semantic_histogram: dict[str, Any], selection: dict[str, Any],
+                 family: str = "protagonist") -> np.ndarray:
+    """One family's noisy distribution without labels whose count is within noise of zero.
 
     Post-processing of the DP release: a label survives when its noisy count exceeds
     ``min_count_in_noise_std`` noise standard deviations (PRIVIMAGE keeps the high-probability
-    labels); if none survives, the plain clipped distribution is used.
+    labels); if none survives, the family's plain clipped distribution is used.
     """
-    counts = np.asarray(semantic_histogram["noisy_counts"], dtype=np.float64)
+    start, stop = semantic_histogram.get("families", {}).get(
+        family, (0, len(semantic_histogram["noisy_counts"])))
+    counts = np.asarray(semantic_histogram["noisy_counts"], dtype=np.float64)[start:stop]
     keep = counts > selection.get("min_count_in_noise_std", 0.0) * semantic_histogram["noise_std"]
     if not keep.any():
-        return np.asarray(semantic_histogram["distribution"])
+        clipped = np.clip(counts, 0.0, None)
+        return (clipped / clipped.sum() if clipped.sum() > 0
+                else np.full(len(counts), 1.0 / len(counts)))
     return np.where(keep, counts, 0.0) / counts[keep].sum()
+
+
+def _theme_distribution(semantic_histogram: dict[str, Any],
+                        selection: dict[str, Any]) -> tuple[list[str], np.ndarray] | None:
+    """The released theme family (names, thresholded distribution), or None without one."""
+    families = (semantic_histogram.get("families") or {}) if semantic_histogram else {}
+    if "theme" not in families:
+        return None
+    start, stop = families["theme"]
+    return (semantic_histogram["labels"][start:stop],
+            _thresholded(semantic_histogram, selection, "theme"))
 
 
 def select_public_node(
@@ -121,9 +178,14 @@ def select_public_node(
         chosen = np.zeros(0, dtype=np.int64)
     elif mode == "semantic":
         n = int(round(params["selection"]["fraction"] * len(ids)))
+        themes, weights = _theme_distribution(semantic_histogram, params["selection"]), None
+        if themes is not None:  # within a protagonist, prefer the scenes the albums' themes show
+            value_weight = sl.theme_value_weights(*themes)
+            weights = (public_semantic_labels["theme_value"].map(value_weight).fillna(0.0)
+                       .to_numpy(dtype=np.float64))
         chosen = sl.select_public(public_semantic_labels["label"].to_numpy(),
                                   _thresholded(semantic_histogram, params["selection"]), n,
-                                  params["seed"])
+                                  params["seed"], item_weights=weights)
     else:
         raise ValueError(f"dp_training.selection.mode {mode!r}: use semantic, all or none")
     logger.info("public selection (%s): %d of %d public images", mode, len(chosen), len(ids))
@@ -132,10 +194,15 @@ def select_public_node(
 
 
 def public_album_texts_node(
-    public_corpus: pd.DataFrame, public_selection: pd.DataFrame, params: dict[str, Any]
+    public_corpus: pd.DataFrame, public_selection: pd.DataFrame,
+    semantic_histogram: dict[str, Any], params: dict[str, Any],
 ) -> pd.DataFrame:
     """PUBLIC pseudo-albums: captions of one semantic label (and 1-2 themes), summarised."""
     spec, rng = params["pseudo_albums"], np.random.default_rng(params["seed"])
+    released = (_theme_distribution(semantic_histogram, params["selection"])
+                if params["semantic_query"].get("theme_column") == spec.get("theme_column")
+                else None)
+    fallbacks = 0
     corpus = public_corpus.set_index(public_corpus["image_id"].astype(str))
     selected = public_selection.assign(
         caption=corpus.loc[public_selection["image_id"], "caption"].to_numpy(),
@@ -148,15 +215,28 @@ def public_album_texts_node(
         weights = np.array([len(groups[lab]) for lab in labels], dtype=float)
         for i in range(int(spec["n_albums"])):
             group = groups[labels[rng.choice(len(labels), p=weights / weights.sum())]]
-            themes = group["theme"].unique()
-            n_themes = int(rng.integers(1, min(spec.get("max_themes", 1), len(themes)) + 1))
-            group = group[group["theme"].isin(rng.choice(themes, n_themes, replace=False))]
+            themed = None
+            if released is not None:  # the theme mix the private albums show (DP, released)
+                names, p = released
+                values = names[rng.choice(len(names), p=p)].split(sl.THEME_JOIN)
+                themed = group[group["theme"].isin(values)]
+                fallbacks += themed.empty
+            if themed is not None and not themed.empty:
+                group = themed
+            else:  # no released themes (or none this label's public captions show): at random
+                themes = group["theme"].unique()
+                n_themes = int(rng.integers(1, min(spec.get("max_themes", 1), len(themes)) + 1))
+                group = group[group["theme"].isin(rng.choice(themes, n_themes, replace=False))]
             size = int(rng.integers(spec["min_captions"], spec["max_captions"] + 1))
             picks = rng.choice(len(group), size=min(size, len(group)), replace=False)
             captions = group["caption"].iloc[np.sort(picks)].tolist()
             rows.append({"album_id": f"public_{i:05d}", "summary": template_summary(captions),
                          "captions": captions})
-    logger.info("built %d public pseudo-albums for LM pre-training", len(rows))
+    logger.info("built %d public pseudo-albums for LM pre-training, themes %s", len(rows),
+                "from the released theme family" if released else "at random")
+    if fallbacks:
+        logger.info("%d pseudo-albums drew a released theme no public caption of their label "
+                    "shows: their themes were drawn at random", fallbacks)
     return pd.DataFrame(rows, columns=["album_id", "summary", "captions"])
 
 
