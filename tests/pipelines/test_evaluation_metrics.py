@@ -113,3 +113,12 @@ def test_tstr_synthetic_like_real_scores_like_real_and_noise_does_not():
     assert bad["accuracy_synthetic"] < 0.6
     with pytest.raises(ValueError, match="two classes"):
         metrics.fit_and_score(real[0], ["x"] * 60, *test)
+
+
+def test_topic_gap_counts_novel_topics_and_distribution_distance():
+    real = ["hike", "hike", "birthday", None]
+    same = metrics.topic_gap(real, ["birthday", "hike", None, "hike"])
+    assert same == {"topic_tv": 0.0, "novel_topic_share": 0.0, "no_topic_share": 0.25}
+    shifted = metrics.topic_gap(real, ["wedding", "hike", "wedding", "hike"])
+    assert shifted["novel_topic_share"] == 0.5
+    assert shifted["topic_tv"] == pytest.approx(0.5)  # hike 0.5 vs 0.5; 0.5 moved to wedding

@@ -51,6 +51,7 @@ def test_text_fidelity_prefers_texts_like_the_private_ones():
     for key in ("summary_fd", "caption_fd"):
         assert close["metrics"][key] < far["metrics"][key], key
     assert close["metrics"]["caption_mauve"] > far["metrics"]["caption_mauve"]
+    assert close["metrics"]["summary_novel_topic_share"] == 0.0  # held-out: the same events
     none = nodes.text_fidelity_node(w["album_texts"].iloc[:0], w["album_texts"], config,
                                     AlbumSource())
     assert "0 synthetic" in none["absent"]

@@ -198,6 +198,20 @@ def total_variation(p: Counter | dict, q: Counter | dict) -> float:
     return 0.5 * sum(abs(p.get(k, 0) / n_p - q.get(k, 0) / n_q) for k in set(p) | set(q))
 
 
+def topic_gap(real_topics: Sequence[str | None],
+              fake_topics: Sequence[str | None]) -> dict[str, float]:
+    """How the synthetic summaries' topics (e.g. events) differ from the private ones: total
+    variation between the two topic distributions (texts naming none count as "none"), and the
+    share of synthetic texts whose topic no private text names (the hierarchical method's
+    authors compare topic distributions)."""
+    real = Counter(t or "none" for t in real_topics)
+    fake = Counter(t or "none" for t in fake_topics)
+    novel = sum(n for topic, n in fake.items() if topic != "none" and topic not in real)
+    return {"topic_tv": total_variation(real, fake),
+            "novel_topic_share": novel / max(1, sum(fake.values())),
+            "no_topic_share": fake["none"] / max(1, sum(fake.values()))}
+
+
 def attribute_tv(reference: Sequence[dict[str, Any]],
                  candidate: Sequence[dict[str, Any]]) -> dict[str, float]:
     """TV distance per attribute (scene, protagonist, objects) between two sets of photo labels."""

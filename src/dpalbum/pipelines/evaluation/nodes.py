@@ -190,6 +190,13 @@ def text_fidelity_node(curated_texts: pd.DataFrame, album_texts: pd.DataFrame,
                                       text_fidelity.seed)
         values |= {f"{kind}_{k}": v for k, v in found.items()}
         values[f"n_{kind}_synthetic"] = float(len(fake))
+    real_topics = [parse_caption(str(t))["event"] for t in album_texts["summary"]]
+    if len(curated_texts) and sum(t is not None for t in real_topics) >= len(real_topics) / 2:
+        fake_topics = [parse_caption(str(t))["event"] for t in curated_texts["summary"]]
+        values |= {f"summary_{k}": v
+                   for k, v in metrics.topic_gap(real_topics, fake_topics).items()}
+    else:  # summaries that name no event of the vocabulary: no topic to compare
+        missing.append("summary topics: under half the private summaries name a known event")
     if not values:
         return report.section("text_fidelity", internal=True,
                               absent="needs 2+ texts per side; " + "; ".join(missing))
