@@ -123,9 +123,9 @@ def test_flat_params_hook_never_logs_a_privacy_seed(experiment_id, monkeypatch):
 
     monkeypatch.setenv("DPALBUM_TORCH_THREADS", str(torch.get_num_threads()))
     hook = FlatParamsHook()
-    hook.after_context_created(SimpleNamespace(params={
+    hook.after_context_created(SimpleNamespace(config_loader={"parameters": {
         "privacy": {"epsilon": 10.0, "noise_seed": 1234, "distributed": {"rank_seed": 7}},
-        "evaluation": {"network": {"seed": 0}}}))
+        "evaluation": {"network": {"seed": 0}}}}))
     with mlflow.start_run(experiment_id=experiment_id) as run:
         hook.before_pipeline_run({}, None, None)
         hook.before_node_run(None, None, {}, False, None)
