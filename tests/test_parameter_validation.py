@@ -16,7 +16,12 @@ TINY_WORLD = {"demo_world": {"n_public_images": 60, "n_private_albums": 4,
 @pytest.fixture()
 def project(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    return make_project(tmp_path)
+    project = make_project(tmp_path)
+    # its own MLflow store by absolute URI: MLflow caches a store per URI string, so the shared
+    # relative sqlite:///mlflow.db would send later sessions in this process to this temp dir
+    (project / "conf/local/mlflow.yml").write_text(
+        f"server:\n  mlflow_tracking_uri: sqlite:///{project / 'mlflow.db'}\n")
+    return project
 
 
 def test_a_bad_value_stops_its_pipeline_before_any_node_and_names_the_key(project):
