@@ -48,9 +48,20 @@ from tests.pipelines.test_evaluation_world import (
 )
 
 # Catalog entries holding private data (DESIGN.md): whatever reads them is internal.
-PRIVATE_INPUTS = {"private_albums", "heldout_albums", "canary_albums", "ground_truth",
-                  "album_texts", "heldout_album_texts"}
+PRIVATE_INPUTS = {"private_albums", "heldout_albums", "heldout_albums_for_captioner",
+                  "canary_albums", "ground_truth", "album_texts", "heldout_album_texts"}
 MODELS = {"evaluation_network", "captioner_model", "summary_lm", "caption_lm", "lm_tokenizer"}
+
+
+class HeldoutReader:
+    """An AlbumReader stand-in: records the size each consumer decodes the albums at."""
+
+    def __init__(self, albums) -> None:
+        self.albums, self.sizes = albums, []
+
+    def read(self, image_size: int):
+        self.sizes.append(image_size)
+        return self.albums
 
 
 class KeptDataset(MemoryDataset):
@@ -93,6 +104,7 @@ def _catalog(plot: bytes | None = None) -> DataCatalog:
     inputs = {
         "public_corpus": public_corpus(), "private_albums": w["private_albums"],
         "heldout_albums": w["heldout_albums"], "canary_albums": w["canary_albums"],
+        "heldout_albums_for_captioner": HeldoutReader(w["heldout_albums"]),
         "ground_truth": w["ground_truth"],
         "album_texts": w["album_texts"], "public_album_texts": w["heldout_album_texts"],
         "curated_texts": curated_texts(albums), "synthetic_albums": albums,
@@ -155,6 +167,8 @@ def test_internal_marking_follows_private_inputs():
 def test_heldout_texts_are_made_like_training_texts():
     texts = _run().load("heldout_album_texts")
     w = world()
+    sizes = _run().load("heldout_albums_for_captioner").sizes
+    assert sizes and set(sizes) == {_captioner().input_size}  # decoded at the captioner's size
     assert list(texts["album_id"]) == [a.album_id for a in w["heldout_albums"]]
     assert [len(c) for c in texts["captions"]] == [len(a) for a in w["heldout_albums"]]
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dpalbum.albums.dataset import AlbumReader
 from dpalbum.albums.model import AlbumSet
 from dpalbum.albums.vocabulary import parse_caption
 from dpalbum.models.album_description import describe_albums
@@ -361,15 +362,17 @@ def utility_node(synthetic_albums: AlbumSet, private_albums: AlbumSet, heldout_a
 
 # ---- privacy audit (internal) -------------------------------------------------------------------
 
-def caption_heldout_albums_node(heldout_albums: AlbumSet, captioner_model: Any,
+def caption_heldout_albums_node(heldout_albums_for_captioner: AlbumReader, captioner_model: Any,
                                 privacy_ledger: dict[str, Any], heldout_texts: HeldoutTextsConfig,
                                 summariser: SummariserConfig) -> pd.DataFrame:
-    """Held-out album texts made exactly like the training ones (same captioner and summariser).
+    """Held-out album texts made exactly like the training ones (same captioner, photos decoded
+    at its own input size, same summariser).
 
     ``privacy_ledger`` is an input only to order the run: evaluation reads private photos after
     the DP mechanisms were planned, run and recorded.
     """
-    return describe_albums(heldout_albums, captioner_model, heldout_texts, summariser)
+    albums = heldout_albums_for_captioner.read(captioner_model.input_size)
+    return describe_albums(albums, captioner_model, heldout_texts, summariser)
 
 
 def _capped(texts: pd.DataFrame, cap: int | None, seed: int) -> pd.DataFrame:

@@ -50,7 +50,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                  inputs=["public_corpus", f"{P}.network"], outputs="evaluation_network",
                  name="train_evaluation_network_node"),
             Node(nodes.caption_heldout_albums_node,
-                 inputs=["heldout_albums", "captioner_model", "privacy_ledger",
+                 inputs=["heldout_albums_for_captioner", "captioner_model", "privacy_ledger",
                          f"{P}.heldout_texts", "params:captioning.summariser"],
                  outputs="heldout_album_texts", name="caption_heldout_albums_node"),
             # the insertion audit (off unless evaluation.privacy_audit.enabled): canaries join
