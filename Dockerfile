@@ -16,8 +16,11 @@ FROM ${BASE_IMAGE}
 ARG TORCH_INDEX_URL=""
 
 WORKDIR /app
+# Offline and quiet as setup.sh leaves it; GIT_PYTHON_REFRESH: the image has no git (nor .git),
+# so MLflow records no commit instead of warning about it at every run.
 ENV KEDRO_DISABLE_TELEMETRY=true DO_NOT_TRACK=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
     PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1 \
+    GIT_PYTHON_REFRESH=quiet \
     VIRTUAL_ENV=/app/.venv PATH=/app/.venv/bin:$PATH
 
 # The dependency layer first, so a code change does not reinstall the stack. Same steps, same
