@@ -21,9 +21,12 @@ else
   echo "setup: creating $VENV with the pinned stack (a few minutes the first time)"
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
   quiet_pip install -q --upgrade pip
-  # torch first, by itself: ==2.13.0 takes the CPU wheel on a CPU box (an unpinned torch would
-  # pull a multi-GB CUDA build), the default build on a GPU box.
-  quiet_pip install -q "$(grep '^torch==' requirements.txt)"
+  # torch first, by itself, at its pin. From PyPI, torch==2.13.0 is the CUDA build (GBs of
+  # nvidia-* wheels); on a CPU machine set TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+  # (before the first setup, or after deleting .venv) to take the CPU build from that index.
+  # Unset (CI, the default): torch from the configured indexes, as ever. Dockerfile: same arg.
+  quiet_pip install -q ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} \
+    "$(grep '^torch==' requirements.txt)"
   quiet_pip install -q -c requirements.lock -r requirements.txt -r requirements-dev.txt
   quiet_pip install -q --no-deps -e .
   echo "$want" > "$STAMP"

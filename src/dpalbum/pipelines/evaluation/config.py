@@ -144,6 +144,8 @@ class ReportConfig:
     include_internal_metrics: bool = False  # True: an INTERNAL report, for the data team only
     thumbnail_px: int = 96  # display size of a photo (pixels are upscaled, not resampled)
     seed: int = 0
+    # the MLflow UI that the report's run links open (a tracking server's own URL wins)
+    mlflow_ui_url: str = "http://127.0.0.1:5000"
 
 
 @params

@@ -430,6 +430,8 @@ def internal_metrics_node(evaluation_metrics: dict[str, Any],
 def build_report_node(evaluation_metrics: dict[str, Any], privacy_ledger: dict[str, Any],
                       synthetic_albums: AlbumSet, public_corpus: pd.DataFrame,
                       privacy_utility_plot: bytes | None, report_config: ReportConfig) -> str:
-    """report.html: ledger, metrics, privacy-utility plot, synthetic gallery and public samples."""
+    """report.html: synthetic gallery beside public samples, models, ledger, metrics, the
+    privacy-utility plot; models and metrics linked to their MLflow runs (when one is active)."""
     return report.render_report(evaluation_metrics, privacy_ledger, synthetic_albums,
-                                public_corpus, privacy_utility_plot, report_config)
+                                public_corpus, privacy_utility_plot, report_config,
+                                report.active_mlflow_links(report_config.mlflow_ui_url))

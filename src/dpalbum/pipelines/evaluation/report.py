@@ -6,8 +6,10 @@ covered by the ledger's ε: they stay with the data team. So metrics.json (every
 ``"internal": true``; released_metrics.json (released sections and the ledger's privacy block,
 ``"internal": false``) and the released metrics are what the run's MLflow run gets; internal
 metrics go to a child run tagged internal, or nowhere. The report never shows a private photo or
-text: its gallery is synthetic albums and public-corpus images; by default
+text: it opens with synthetic albums beside public-corpus images; by default
 (``include_internal_metrics: false``) it also drops internal numbers and can ship with the data.
+Each model and metric links to the MLflow run that holds it (``MlflowLinks``: the MLflow UI's
+``#/experiments/<id>/runs/<id>`` pages), when the report is built inside a tracked run.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ import html
 import io
 import math
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 import pandas as pd
@@ -144,6 +148,94 @@ SECTION_TITLES: dict[str, str] = {
     "membership_inference": "Privacy audit: membership inference",
     "privacy_audit": "Privacy audit: canaries planted in an audit run",
 }
+
+
+# The released models, by catalog name, and what the report calls them. Each is looked up in
+# MLflow as a run artifact ``models/<name>`` (MlflowReleaseHook) or a logged model of that name.
+RELEASED_MODELS: dict[str, str] = {"summary_lm": "summary LM", "caption_lm": "caption LM",
+                                   "renderer_model": "renderer"}
+METRIC_PREFIX = "eval"  # evaluation_mlflow_metrics' prefix (catalog_evaluation.yml)
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """One MLflow run, and where in it a thing lives (an artifact path, a logged model id)."""
+
+    experiment_id: str
+    run_id: str
+    artifact_path: str | None = None
+
+
+@dataclass(frozen=True)
+class MlflowLinks:
+    """Where the report's metrics and models live in MLflow, as MLflow UI links.
+
+    ``ui_url`` is the MLflow UI's address (``mlflow ui`` in README); ``run`` the run that
+    computed the metrics (released ones there, internal ones on its "internal-evaluation" child
+    run); ``models`` each released model's run, None when no run holds it."""
+
+    ui_url: str
+    run: RunRef
+    models: dict[str, RunRef | None] = field(default_factory=dict)
+
+    def run_url(self, ref: RunRef | None = None, tab: str = "") -> str:
+        ref = ref or self.run
+        return (f"{self.ui_url.rstrip('/')}/#/experiments/{quote(ref.experiment_id)}/runs/"
+                f"{quote(ref.run_id)}" + (f"/{tab}" if tab else ""))
+
+    def model_url(self, name: str) -> str | None:
+        ref = self.models.get(name)
+        if ref is None:
+            return None
+        tab = f"artifacts/{quote(ref.artifact_path)}" if ref.artifact_path else ""
+        return self.run_url(ref, tab)
+
+    def metrics_url(self) -> str:
+        return self.run_url(tab="model-metrics")
+
+
+def _model_run(client: Any, experiment_id: str, candidates: list[str],
+               name: str) -> RunRef | None:
+    """The run that logged model ``name``: the first of ``candidates`` (this run, then the
+    experiment's recent runs) with a ``models/<name>`` artifact, else the run of the newest MLflow
+    logged model of that name, else None."""
+    for run_id in candidates:
+        if any(a.path == f"models/{name}" for a in client.list_artifacts(run_id, "models")):
+            return RunRef(experiment_id, run_id, f"models/{name}")
+    try:  # MLflow 3 logged models (mlflow.<flavour>.log_model(name=...))
+        found = client.search_logged_models(experiment_ids=[experiment_id],
+                                            filter_string=f"name = '{name}'", max_results=1,
+                                            order_by=[{"field_name": "creation_timestamp",
+                                                       "ascending": False}])
+    except Exception:  # noqa: BLE001 - a store without logged models: the model is not there
+        return None
+    model = next(iter(found), None)
+    return RunRef(experiment_id, model.source_run_id) if model and model.source_run_id else None
+
+
+def mlflow_links(client: Any, ui_url: str, experiment_id: str, run_id: str) -> MlflowLinks:
+    """The links of run ``run_id``: its own page and each released model's run (looked for in
+    this run, then the experiment's 50 most recent runs)."""
+    recent = client.search_runs([experiment_id], order_by=["attributes.start_time DESC"],
+                                max_results=50)
+    candidates = [run_id] + [r.info.run_id for r in recent if r.info.run_id != run_id]
+    return MlflowLinks(ui_url, RunRef(experiment_id, run_id),
+                       {name: _model_run(client, experiment_id, candidates, name)
+                        for name in RELEASED_MODELS})
+
+
+def active_mlflow_links(ui_url: str) -> MlflowLinks | None:
+    """The MLflow links of the run active now (kedro-mlflow's, during ``kedro run``), None
+    outside a run. A tracking server (http/https URI) is also the UI; else ``ui_url``."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    active = mlflow.active_run()
+    if active is None:
+        return None
+    tracking_uri = mlflow.get_tracking_uri()
+    ui = tracking_uri if tracking_uri.startswith(("http://", "https://")) else ui_url
+    return mlflow_links(MlflowClient(), ui, active.info.experiment_id, active.info.run_id)
 
 
 def section(name: str, internal: bool, metrics: dict[str, float] | None = None,
@@ -310,19 +402,48 @@ def _ledger_html(ledger: dict[str, Any]) -> str:
     return head + f"<table class='ledger'><tr>{header}</tr>{rows}</table>"
 
 
-def _metrics_html(doc: dict[str, Any], include_internal: bool) -> str:
+def _link(url: str, text: str, title: str = "") -> str:
+    """An MLflow UI link (opens beside the report)."""
+    hover = f" title='{html.escape(title)}'" if title else ""
+    return (f"<a class='mlflow' href='{html.escape(url)}' target='_blank' rel='noopener'"
+            f"{hover}>{html.escape(text)}</a>")
+
+
+def _metric_link(links: MlflowLinks | None, section_name: str, metric: str, value: Any,
+                 internal: bool) -> str:
+    """The metrics table's MLflow cell: the run that holds this number, or why none does."""
+    if links is None:
+        return "<td class='mlflow'>—</td>"
+    key = f"{METRIC_PREFIX}.{section_name}.{metric}"
+    if internal:
+        return ("<td class='mlflow'>" + _link(
+            links.run_url(), "internal-evaluation child run",
+            f"{key}: on the child run tagged dpalbum.internal=true under this run, when "
+            "evaluation.tracking sends internal metrics to MLflow") + "</td>")
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        return "<td class='mlflow absent'>not logged (not a finite number)</td>"
+    return f"<td class='mlflow'>{_link(links.metrics_url(), key, 'metric ' + key)}</td>"
+
+
+def _metrics_html(doc: dict[str, Any], include_internal: bool,
+                  links: MlflowLinks | None = None) -> str:
     parts = []
+    if links is not None:
+        parts.append(f"<p>Every released number below is a metric of MLflow run "
+                     f"{_link(links.run_url(), links.run.run_id)} (prefix "
+                     f"<code>{METRIC_PREFIX}.</code>).</p>")
     groups = [("released", False)] + ([("internal_sections", True)] if include_internal else [])
     for part, internal in groups:
         for name, values in doc.get(part, {}).items():
             rows = "".join(
                 f"<tr><td>{html.escape(k)}</td><td class='value'>{_format(v)}</td>"
-                f"<td>{html.escape(explain(name, k))}</td></tr>" for k, v in values.items())
+                f"<td>{html.escape(explain(name, k))}</td>"
+                f"{_metric_link(links, name, k, v, internal)}</tr>" for k, v in values.items())
             badge = "<span class='internal'>internal</span>" if internal else ""
             title = html.escape(SECTION_TITLES.get(name, name))
             parts.append(f"<h3>{title} {badge}</h3><table class='metrics' data-section="
                          f"'{html.escape(name)}'><tr><th>metric</th><th>value</th>"
-                         f"<th>what it means</th></tr>{rows}</table>")
+                         f"<th>what it means</th><th>MLflow</th></tr>{rows}</table>")
     absent = doc.get("absent", {}) | (doc.get("internal_absent", {}) if include_internal else {})
     if absent:
         items = "".join(f"<li><b>{html.escape(SECTION_TITLES.get(k, k))}</b>: "
@@ -332,6 +453,24 @@ def _metrics_html(doc: dict[str, Any], include_internal: bool) -> str:
         parts.append("<p class='absent'>Internal metrics (computed on private data) are left "
                      "out of this released report.</p>")
     return "".join(parts)
+
+
+def _models_html(links: MlflowLinks | None) -> str:
+    """The released models, each linked to the MLflow run that logged it."""
+    if links is None:
+        return ("<p class='absent'>This report was not built inside an MLflow run (every "
+                "<code>kedro run</code> is one): no links to models or metrics.</p>")
+    rows = []
+    for name, label in RELEASED_MODELS.items():
+        ref, url = links.models.get(name), links.model_url(name)
+        cell = (_link(url, f"run {ref.run_id}" + (f" · {ref.artifact_path}"
+                                                   if ref.artifact_path else ""))
+                if ref is not None and url else
+                "<span class='absent'>not found in this MLflow experiment</span>")
+        rows.append(f"<tr><td>{html.escape(label)}</td><td><code>{html.escape(name)}</code>"
+                    f"</td><td>{cell}</td></tr>")
+    return ("<table class='models'><tr><th>model</th><th>catalog entry</th><th>MLflow</th></tr>"
+            + "".join(rows) + "</table>")
 
 
 def _photo_html(image: np.ndarray, caption: str, px: int) -> str:
@@ -378,6 +517,7 @@ figure.album{border:1px solid #ddd;margin:0 0 1em;padding:.5em}
 img{image-rendering:pixelated;display:block}
 .public{display:flex;flex-wrap:wrap;gap:6px}figure.public-sample{margin:0;width:110px;
 font-size:.75em}
+td.mlflow{font-size:.8em}a.mlflow{color:#0a58ca}
 """
 
 # Marks the page once every image decoded: a headless browser test reads these attributes.
@@ -422,8 +562,10 @@ def _noise_banner(source: str) -> str:
 
 def render_report(doc: dict[str, Any], ledger: dict[str, Any], synthetic_albums: AlbumSet,
                   public_corpus: pd.DataFrame, privacy_utility_plot: bytes | None,
-                  config: Any) -> str:
-    """The self-contained report page (every image inlined as base64 PNG)."""
+                  config: Any, mlflow_links: MlflowLinks | None = None) -> str:
+    """The self-contained report page (every image inlined as base64 PNG): synthetic albums
+    beside public images first, then the models, ledger and metrics, each model and metric
+    linked to its MLflow run (``mlflow_links``; None: no links)."""
     rng = np.random.default_rng(config.seed)
     include_internal = bool(config.include_internal_metrics)
     eps = _epsilon(ledger)
@@ -454,20 +596,26 @@ def render_report(doc: dict[str, Any], ledger: dict[str, Any], synthetic_albums:
 <style>{_STYLE}</style></head>
 <body data-images-total="0" data-images-loaded="0">
 <h1>{html.escape(title)}</h1>
-<p>From the run whose privacy plan was made at {html.escape(str(ledger.get('created_at', '')))}.</p>
+<p>From the run whose privacy plan was made at {html.escape(str(ledger.get('created_at', '')))}{
+    "" if mlflow_links is None else "; MLflow run " + _link(mlflow_links.run_url(),
+                                                             mlflow_links.run.run_id)}.</p>
 {banner}
-<h2>Privacy ledger</h2>
-{_ledger_html(ledger)}
-<h2>Metrics</h2>
-{_metrics_html(doc, include_internal)}
-<h2>Privacy-utility trade-off</h2>
-{plot}
 <div class="side">
 <section class="gallery"><h2>Synthetic albums</h2>
 {_gallery_html(synthetic_albums, config.n_gallery_albums, px, rng)}</section>
 <section class="publicside"><h2>Public-corpus samples</h2>
+<p class="absent">What the public data the models started from looks like (never a private
+photo).</p>
 {_public_html(public_corpus, config.n_public_samples, px, rng)}</section>
 </div>
+<h2>Models and their MLflow runs</h2>
+{_models_html(mlflow_links)}
+<h2>Privacy ledger</h2>
+{_ledger_html(ledger)}
+<h2>Metrics</h2>
+{_metrics_html(doc, include_internal, mlflow_links)}
+<h2>Privacy-utility trade-off</h2>
+{plot}
 <script>{_SCRIPT}</script>
 </body></html>
 """
