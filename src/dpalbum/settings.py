@@ -3,7 +3,7 @@
 from kedro.config import OmegaConfigLoader
 
 from dpalbum.albums.sources import RESOLVERS
-from dpalbum.hooks import FlatParamsHook, MlflowReleaseHook, NodeTimingHook
+from dpalbum.hooks import FlatParamsHook, MlflowLineageHook, MlflowReleaseHook, NodeTimingHook
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
@@ -23,4 +23,4 @@ CONFIG_LOADER_ARGS = {
     "custom_resolvers": RESOLVERS,
 }
 
-HOOKS = (FlatParamsHook(), MlflowReleaseHook(), NodeTimingHook())
+HOOKS = (FlatParamsHook(), MlflowLineageHook(), MlflowReleaseHook(), NodeTimingHook())
