@@ -19,6 +19,7 @@ from PIL import Image
 from dpalbum.hooks import MlflowReleaseHook
 from dpalbum.models.renderer import CoherenceConfig, EmbeddedRenderer, RendererConfig
 from dpalbum.tracking.release import SYNTHETIC_CAPTION
+from dpalbum.tracking.renderer_pyfunc import RendererModel
 from tests.tracking.conftest import spent_ledger
 
 COHERENCE = {"guidance_scale": 2.0, "guided_fraction": 0.5, "latent_jitter": 0.3}
@@ -57,7 +58,8 @@ def registered(store, tmp_path_factory):
         for name, data in (("renderer_model", renderer), ("privacy_ledger", ledger)):
             catalog.save(name, data)  # the order of dp_finetune_renderer_node's outputs
             hook.after_dataset_saved(name, data, None)
-    return SimpleNamespace(renderer=renderer, ledger=ledger, run_id=run.info.run_id)
+    return SimpleNamespace(renderer=renderer, ledger=ledger, run_id=run.info.run_id,
+                           folder=folder / "renderer")
 
 
 def test_the_renderer_is_registered_with_the_final_ledgers_epsilon(registered):
@@ -93,7 +95,15 @@ def test_inference_parameters_and_the_signature(registered):
     assert model.predict(row.assign(seed=0))["png_base64"][0] == default
     assert model.predict(row, params={"guidance_scale": 1.0})["png_base64"][0] != default
     assert model.predict(row, params={"num_inference_steps": 1})["png_base64"][0] != default
-    assert model.predict(row)["png_base64"][0] == default  # parameters do not stick
+    assert model.predict(row)["png_base64"][0] == default
+    # MLflow hands every call the signature's defaults; called directly, a call's parameters
+    # must not stick either
+    direct = RendererModel()
+    direct.load_context(SimpleNamespace(artifacts={"renderer": str(registered.folder)},
+                                        model_config=COHERENCE))
+    assert direct.predict(None, row)["png_base64"][0] == default
+    direct.predict(None, row, params={"num_inference_steps": 1})
+    assert direct.predict(None, row)["png_base64"][0] == default
 
 
 def test_a_replayable_run_logs_the_renderer_but_does_not_register_it(store, tmp_path):
