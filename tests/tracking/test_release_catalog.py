@@ -20,7 +20,8 @@ def test_the_catalog_releases_the_lms_and_the_renderer():
     for path in sorted(CONF.glob("catalog*.yml")):
         entries.update(yaml.safe_load(path.read_text()) or {})
     releases = {name: entry for name, entry in entries.items()
-                if entry.get("type") == "dpalbum.tracking.release.MlflowModelReleaseDataset"}
+                if isinstance(entry, dict)
+                and entry.get("type") == "dpalbum.tracking.release.MlflowModelReleaseDataset"}
     assert set(releases) == set(EXPECTED)
     catalog = DataCatalog.from_config(releases)
     for name, (role, registered, ledger) in EXPECTED.items():
