@@ -83,6 +83,7 @@ def test_epsilon_per_step_grows_to_the_ledgers_epsilon():
     assert values == sorted(values) and values[0] > 0
     assert values[-1] == pytest.approx(ledger["epsilon"], rel=1e-9)  # the whole spend at the end
     assert epsilon_histories(spent_ledger(float("inf"))) == {}  # baseline: ∞ from the first step
+    assert list(epsilon_histories(ledger, skip=["summary_lm"])) == ["caption_lm"]
 
 
 def test_epsilon_histories_go_on_the_released_run_losses_to_the_internal_experiment(store):

@@ -87,11 +87,11 @@ def _sample_steps(steps: int, points: int) -> list[int]:
     return sorted({round(1 + i * (steps - 1) / (points - 1)) for i in range(points)})
 
 
-def epsilon_histories(ledger: Mapping[str, Any], points: int = EPSILON_POINTS
-                      ) -> dict[str, list[tuple[int, float]]]:
+def epsilon_histories(ledger: Mapping[str, Any], points: int = EPSILON_POINTS,
+                      skip: Sequence[str] = ()) -> dict[str, list[tuple[int, float]]]:
     """``{mechanism: [(step, ε spent after that step), ...]}`` for each spent DP-SGD mechanism
-    of ``ledger``, composed (PLD, the ledger's grid) with every mechanism spent before it; empty for
-    a non-private baseline (ε is ∞ from the first step)."""
+    of ``ledger`` not in ``skip``, composed (PLD, the ledger's grid) with every mechanism spent
+    before it; empty for a non-private baseline (ε is ∞ from the first step)."""
     from dpalbum import privacy
     from dpalbum.privacy.accounting import SEARCH_DISCRETIZATION
 
@@ -101,7 +101,7 @@ def epsilon_histories(ledger: Mapping[str, Any], points: int = EPSILON_POINTS
     for mech in ledger["mechanisms"]:
         if mech.get("status") != "spent":
             continue
-        if mech["kind"] == "dpsgd" and int(mech.get("steps", 0)) > 0:
+        if mech["kind"] == "dpsgd" and int(mech.get("steps", 0)) > 0 and mech["name"] not in skip:
             out[mech["name"]] = [
                 (step, privacy.pld_epsilon([*before, {**mech, "steps": step}], delta,
                                            discretization=SEARCH_DISCRETIZATION))
@@ -117,7 +117,7 @@ def log_epsilon_histories(client: Any, run_id: str, ledger: Mapping[str, Any],
     from mlflow.entities import Metric
 
     started = time.perf_counter()
-    histories = {k: v for k, v in epsilon_histories(ledger).items() if k not in skip}
+    histories = epsilon_histories(ledger, skip=skip)
     now = int(time.time() * 1000)
     metrics = [Metric(f"dpsgd.{name}.epsilon_spent", float(eps), now, int(step))
                for name, points in histories.items() for step, eps in points
