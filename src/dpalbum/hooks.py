@@ -136,6 +136,8 @@ class MlflowReleaseHook:
         from dpalbum.privacy import ledger_tags
 
         mlflow.set_tags(ledger_tags(ledger))
+        if ledger.get("plan_id"):  # every run of one release (text path, rendering) shares it
+            mlflow.set_tag("dpalbum.plan_id", str(ledger["plan_id"]))
         mlflow.log_dict(ledger, f"privacy/{dataset_name}.json")
         self._ledgers_logged.add(dataset_name)
 

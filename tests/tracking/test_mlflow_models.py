@@ -100,7 +100,9 @@ def test_released_lms_are_registered_with_epsilon_and_ledger_tags(released):
     # the run keeps what the hook logged before: folders, ledger artifact, ledger tags
     artifacts = {a.path for a in client.list_artifacts(released.run_id, "models")}
     assert {"models/summary_lm", "models/caption_lm"} <= artifacts
-    assert client.get_run(released.run_id).data.tags["privacy.unit"] == "album"
+    tags = client.get_run(released.run_id).data.tags
+    assert tags["privacy.unit"] == "album"
+    assert tags["dpalbum.plan_id"] == "plan-a"  # relates the runs of one release
 
 
 def test_the_registered_caption_lm_generates_captions_of_its_summary(released):
