@@ -9,7 +9,8 @@ directory; artifacts under ``mlruns/``). On that RELEASED run:
   ``dpalbum.git.diff_sha256`` and ``dpalbum.dvc.lock_sha256``;
 - the privacy ledger as tags (``privacy.epsilon``, ``privacy.delta``, ``privacy.unit``,
   ``privacy.noise_source``, ...) and as the artifact ``privacy/<ledger>.json``;
-- ``dpsgd.<mechanism>.epsilon_spent``: the ε spent up to each DP-SGD step (from the ledger: public);
+- ``dpsgd.<mechanism>.epsilon_spent``: the ε spent up to each DP-SGD step (from the ledger:
+  public; at most 20 points per mechanism, the last one the ledger's ε);
 - the model folders as artifacts (``models/<entry>``) and the released models as MLflow models
   (:mod:`.release`): ``summary_lm`` and ``caption_lm`` (transformers flavour, text generation),
   ``renderer`` (pyfunc: prompts in, PNG out), each tagged with its ledger; registered as

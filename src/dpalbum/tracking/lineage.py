@@ -7,10 +7,13 @@
   computed from the ledger alone (σ, q and the steps taken of each mechanism, every one public:
   q derives from the DP album count), so it is RELEASED like the ledger. It is the PLD composition
   of every mechanism spent before, plus the first t steps; its last point is the ledger's ε spent.
+  Each point costs one PLD composition (~0.15 s), so a mechanism gets every step up to
+  ``EPSILON_POINTS`` steps and that many evenly spaced steps beyond (first and last included).
 - :func:`log_internal_histories`: the DP-SGD training losses, clipped fractions and Poisson batch
   sizes are computed on the private albums outside the ledger: INTERNAL. They go to a separate
   experiment ``<experiment>-internal`` (runs tagged ``dpalbum.internal=true`` and pointing at the
-  released run), never to the released run or its experiment.
+  released run), never to the released run or its experiment: a separate experiment rather than a
+  child run, so the released experiment lists the released runs and nothing else.
 """
 
 from __future__ import annotations
