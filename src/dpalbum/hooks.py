@@ -2,10 +2,12 @@
 
 ``FlatParamsHook`` logs every parameter, flattened, except noise seeds; ``MlflowReleaseHook``
 logs the released models and the privacy ledger, and is the run's ONLY writer of privacy tags
-(``dpalbum.privacy.ledger_tags``: evaluation writes none). kedro-mlflow logs a node's ``params:``
-inputs itself, but a typed config (a dataclass validated by Kedro) reaches it as one truncated
-repr string; this hook logs the raw values as ``<group>.<key>`` so each MLflow run is fully
-described by its parameters.
+(``dpalbum.privacy.ledger_tags``: evaluation writes none); ``MlflowLineageHook`` anchors the MLflow
+store at the project root and logs the run's lineage (git commit, ``dvc.lock``) and the ε spent
+per DP-SGD step (internal training losses go to a separate internal experiment). kedro-mlflow logs
+a node's ``params:`` inputs itself, but a typed config (a dataclass validated by Kedro) reaches it
+as one truncated repr string; ``FlatParamsHook`` logs the raw values as ``<group>.<key>`` so each
+MLflow run is fully described by its parameters. What goes where: ``dpalbum.tracking``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
@@ -95,25 +98,40 @@ class FlatParamsHook:
 
 
 LEDGERS = ("text_privacy_ledger", "privacy_ledger")
+INTERNAL_HISTORIES = ("dp_training_history", "renderer_dp_history")  # INTERNAL DP-SGD histories
 
 
 class MlflowReleaseHook:
     """Puts released artefacts on the kedro-mlflow run: every model folder
-    (``ModelFolderDataset``) as artifacts, and the privacy ledger as tags
-    (``dpalbum.privacy.ledger_tags``, the only privacy tags of a run) plus a JSON artifact, so
-    each MLflow run says which models it made and how private they are."""
+    (``ModelFolderDataset``) as artifacts, the privacy ledger as tags
+    (``dpalbum.privacy.ledger_tags``, the only privacy tags of a run) plus a JSON artifact, and each
+    model that has a ``dpalbum.tracking.release.MlflowModelReleaseDataset`` entry as an MLflow
+    model (registered when its ledger allows), once the model and its ledger are both saved in
+    this run. So each MLflow run says which models it made and how private they are."""
 
     def __init__(self) -> None:
         self._catalog = None
+        self._params: dict[str, Any] = {}
         self._ledgers_logged: set[str] = set()
+        self._releases: dict[str, Any] = {}  # MlflowModelReleaseDataset entries, by name
+        self._saved: dict[str, Any] = {}  # this run's saved models, tokenizers and ledgers
+        self._released: set[str] = set()
+
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        self._params = dict(context.params)
 
     @hook_impl
     def after_catalog_created(self, catalog) -> None:
+        from dpalbum.tracking.release import MlflowModelReleaseDataset
+
         self._catalog = catalog
+        self._releases = {name: dataset for name, dataset in catalog.items()
+                          if isinstance(dataset, MlflowModelReleaseDataset)}
 
     @hook_impl
     def before_pipeline_run(self, run_params, pipeline, catalog) -> None:
-        self._ledgers_logged = set()
+        self._ledgers_logged, self._saved, self._released = set(), {}, set()
 
     def _log_ledger(self, dataset_name: str, ledger: dict[str, Any]) -> None:
         """Privacy tags and the ledger artifact (``privacy/<name>.json``) of the active run."""
@@ -122,6 +140,8 @@ class MlflowReleaseHook:
         from dpalbum.privacy import ledger_tags
 
         mlflow.set_tags(ledger_tags(ledger))
+        if ledger.get("plan_id"):  # every run of one release (text path, rendering) shares it
+            mlflow.set_tag("dpalbum.plan_id", str(ledger["plan_id"]))
         mlflow.log_dict(ledger, f"privacy/{dataset_name}.json")
         self._ledgers_logged.add(dataset_name)
 
@@ -141,11 +161,20 @@ class MlflowReleaseHook:
 
         if mlflow.active_run() is None or self._catalog is None:
             return
+        if any(dataset_name in (r.model_dataset, r.tokenizer_dataset, r.ledger_dataset)
+               for r in self._releases.values()):
+            self._saved[dataset_name] = data
         # text_privacy_ledger: what a text-path run releases; privacy_ledger (rendering, later in
         # a full run) supersedes its tags with the whole run's ledger
         if dataset_name in LEDGERS:
             self._log_ledger(dataset_name, data)
-            return
+        else:
+            self._log_model_folder(dataset_name)
+        self._release_ready_models()
+
+    def _log_model_folder(self, dataset_name: str) -> None:
+        import mlflow
+
         from dpalbum.models.io import ModelFolderDataset
 
         try:
@@ -155,6 +184,93 @@ class MlflowReleaseHook:
         if isinstance(dataset, ModelFolderDataset) and dataset.path.is_dir():
             mlflow.log_artifacts(str(dataset.path), artifact_path=f"models/{dataset_name}")
             logger.info("logged model %s to MLflow", dataset_name)
+
+    def _release_ready_models(self) -> None:
+        """Log (and register, when allowed) every model whose model and ledger this run saved."""
+        from dpalbum.tracking.release import ModelRelease
+
+        for name, release in self._releases.items():
+            if (name in self._released or release.model_dataset not in self._saved
+                    or release.ledger_dataset not in self._saved):
+                continue
+            tokenizer = None
+            if release.tokenizer_dataset:
+                tokenizer = self._saved.get(release.tokenizer_dataset)
+                if tokenizer is None:  # trained by an earlier run: the saved public tokenizer
+                    tokenizer = self._catalog.load(release.tokenizer_dataset)
+            model_dataset = self._catalog.get(release.model_dataset)
+            release.save(ModelRelease(
+                model=self._saved[release.model_dataset],
+                ledger=self._saved[release.ledger_dataset], ledger_name=release.ledger_dataset,
+                tokenizer=tokenizer, folder=getattr(model_dataset, "path", None),
+                model_config=_plain(self._params.get("rendering", {})).get("coherence")
+                if release.role == "renderer" else None))
+            self._released.add(name)
+            self._saved.pop(release.model_dataset, None)  # the run no longer needs it kept
+
+
+def _plain(value: Any) -> dict[str, Any]:
+    """A parameter group as a plain dict (Kedro may hand it over as a dataclass or pydantic)."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if hasattr(value, "model_dump"):
+        return value.model_dump()
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+class MlflowLineageHook:
+    """Anchors the MLflow store at the project root (before kedro-mlflow opens it), then tags
+    each run with its lineage (git commit and dirty flag, ``dvc.lock`` hash) and logs the ε spent
+    per DP-SGD step as metric histories; the INTERNAL training losses go to the internal
+    experiment, never to the released run (``dpalbum.tracking.lineage``)."""
+
+    def __init__(self) -> None:
+        self._project: Path | None = None
+        self._tagged = False
+        self._epsilon_logged: list[str] = []
+
+    @hook_impl(tryfirst=True)  # before kedro-mlflow's own after_context_created reads mlflow.yml
+    def after_context_created(self, context) -> None:
+        from dpalbum.tracking.store import anchor_tracking_uris
+
+        self._project = Path(context.project_path)
+        anchor_tracking_uris(context.config_loader, self._project)
+
+    @hook_impl
+    def before_pipeline_run(self, run_params, pipeline, catalog) -> None:
+        self._tagged, self._epsilon_logged = False, []
+
+    @hook_impl
+    def before_node_run(self, node, catalog, inputs, is_async, run_id) -> None:
+        import mlflow
+
+        # at the first node kedro-mlflow's run is surely open (as in FlatParamsHook)
+        if self._tagged or self._project is None or mlflow.active_run() is None:
+            return
+        from dpalbum.tracking.lineage import lineage_tags
+        from dpalbum.tracking.store import warn_if_artifacts_elsewhere
+
+        mlflow.set_tags(lineage_tags(self._project))
+        warn_if_artifacts_elsewhere(mlflow.active_run().info.artifact_uri, self._project)
+        self._tagged = True
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, data: Any, node) -> None:
+        import mlflow
+
+        run = mlflow.active_run()
+        if run is None or dataset_name not in (*LEDGERS, *INTERNAL_HISTORIES):
+            return
+        from mlflow.tracking import MlflowClient
+
+        from dpalbum.tracking.lineage import log_epsilon_histories, log_internal_histories
+
+        client = MlflowClient()
+        if dataset_name in LEDGERS:
+            self._epsilon_logged += log_epsilon_histories(client, run.info.run_id, data,
+                                                          skip=self._epsilon_logged)
+        else:
+            log_internal_histories(client, run, data, run_name=f"internal-{dataset_name}")
 
 
 class NodeTimingHook:

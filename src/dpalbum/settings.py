@@ -3,7 +3,7 @@
 from kedro.config import OmegaConfigLoader
 
 from dpalbum.albums.sources import RESOLVERS
-from dpalbum.hooks import FlatParamsHook, MlflowReleaseHook, NodeTimingHook
+from dpalbum.hooks import FlatParamsHook, MlflowLineageHook, MlflowReleaseHook, NodeTimingHook
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
@@ -23,7 +23,7 @@ CONFIG_LOADER_ARGS = {
     "custom_resolvers": RESOLVERS,
 }
 
-HOOKS = (FlatParamsHook(), MlflowReleaseHook(), NodeTimingHook())
+HOOKS = (FlatParamsHook(), MlflowLineageHook(), MlflowReleaseHook(), NodeTimingHook())
 
 # kedro-viz's run hooks write every dataset's row count and size (.viz/stats.json) and every
 # load/save event to disk, private ones included: the exact number of private albums and photos,
