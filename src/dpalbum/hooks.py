@@ -119,7 +119,7 @@ class MlflowReleaseHook:
 
     @hook_impl
     def after_context_created(self, context) -> None:
-        self._params = dict(context.params)
+        self._params = dict(context.config_loader["parameters"])  # raw: see FlatParamsHook
 
     @hook_impl
     def after_catalog_created(self, catalog) -> None:

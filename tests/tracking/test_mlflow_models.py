@@ -55,7 +55,7 @@ def run_with_hook(catalog: DataCatalog, outputs: dict) -> str:
     """Save ``outputs`` in order inside an MLflow run, calling the release hook as Kedro's runner
     does; returns the run id."""
     hook = MlflowReleaseHook()
-    hook.after_context_created(SimpleNamespace(params={}))
+    hook.after_context_created(SimpleNamespace(config_loader={"parameters": {}}))
     hook.after_catalog_created(catalog)
     with mlflow.start_run() as run:
         hook.before_pipeline_run({}, None, catalog)

@@ -51,7 +51,8 @@ def registered(store, tmp_path_factory):
     })
     renderer, ledger = tiny_renderer(), spent_ledger()
     hook = MlflowReleaseHook()
-    hook.after_context_created(SimpleNamespace(params={"rendering": {"coherence": COHERENCE}}))
+    hook.after_context_created(SimpleNamespace(
+        config_loader={"parameters": {"rendering": {"coherence": COHERENCE}}}))
     hook.after_catalog_created(catalog)
     with mlflow.start_run() as run:
         hook.before_pipeline_run({}, None, catalog)
