@@ -110,7 +110,7 @@ def keep(name: str) -> None:
         raise ReleaseError("these outputs of dvc.yaml are missing, so there is no whole release "
                            f"to keep: {', '.join(missing)}. Run the whole pipeline (`kedro run` "
                            "or `dvc repro`) first.")
-    _run(_dvc(), "commit", "--force", "--quiet")
+    _run(_dvc(), "commit", "--force")
     ledger = json.loads((ROOT / LEDGER).read_text())
     message = (f"release {name}: ε={ledger.get('epsilon')} δ={ledger.get('delta')} "
                f"(unit {ledger.get('unit')}, noise {ledger.get('noise_source')})")
@@ -118,7 +118,7 @@ def keep(name: str) -> None:
     if _run("git", "diff", "--cached", "--quiet", "--", "dvc.lock", check=False).returncode:
         _run("git", "commit", "--quiet", "-m", message, "--", "dvc.lock")
     _run("git", "tag", "-a", tag, "-m", message)
-    _run(_dvc(), "push", "--quiet")
+    _run(_dvc(), "push")
     print(f"release: kept '{name}' ({message}); restore it with "
           f"`.venv/bin/python scripts/release.py restore {name}`")
 
@@ -131,7 +131,7 @@ def restore(name: str) -> None:
         raise ReleaseError(f"no release named '{name}' (no git tag {tag}); kept releases: "
                            f"{', '.join(t.removeprefix(TAG_PREFIX) for t in kept) or 'none'}.")
     _run("git", "checkout", tag, "--", "dvc.yaml", "dvc.lock")
-    _run(_dvc(), "pull", "--quiet")
+    _run(_dvc(), "pull")
     print(f"release: the workspace holds release '{name}' (dvc.yaml and dvc.lock from {tag}); "
           "back to the newest: `git checkout HEAD -- dvc.yaml dvc.lock && .venv/bin/dvc "
           "checkout`")
