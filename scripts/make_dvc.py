@@ -206,17 +206,17 @@ def code_files(root: Path, modules: Iterable[str]) -> set[str]:
     """The source files of ``modules`` and every dpalbum module they import, transitively."""
     src = root / "src"
     finder = ModuleFinder(path=[str(src)])  # only dpalbum is findable: other imports are skipped
-    todo, done = list(modules), set()
+    todo, imported, scanned = list(modules), set(), set()
     while todo:
         name = todo.pop()
-        if name in done:
+        if name in imported:
             continue
-        done.add(name)
+        imported.add(name)
         finder.import_hook(name)
         for module in list(finder.modules.values()):  # strings naming a module: dynamic imports
-            if module.__file__ and module.__name__ not in done:
-                done_text = Path(module.__file__).read_text()
-                for node in ast.walk(ast.parse(done_text)):
+            if module.__file__ and module.__file__ not in scanned:
+                scanned.add(module.__file__)
+                for node in ast.walk(ast.parse(Path(module.__file__).read_text())):
                     if isinstance(node, ast.Constant) and isinstance(node.value, str):
                         match = _MODULE_STRING.match(node.value)
                         if match and _findable(src, match.group(1)):

@@ -133,6 +133,10 @@ def releases(tmp_path_factory):
         seen["restored"] = files(project)
         seen["account_after_restore"] = (project / "data/08_reporting/privacy_account.json"
                                          ).read_bytes()
+        back = re.search(r"back to the newest\s+with `([^`]+)`",
+                         (ROOT / "README.md").read_text()).group(1)
+        shell(project, back)  # README: back to the newest release
+        seen["back_to_newest"] = files(project)
     # another machine: a clone (no data, no DVC cache) whose setup named the same remote
     # (DPALBUM_DVC_REMOTE): the release comes from the remote alone
     clone = project.parent / "clone"
@@ -169,6 +173,10 @@ def test_the_first_release_comes_back_byte_for_byte_from_the_remote(releases):
         for name, data in releases["first"].items():
             assert releases[restored][name] == data, (restored, name)
     assert any(n.endswith(".png") for n in releases["restored"])
+
+
+def test_readme_goes_back_to_the_newest_release(releases):
+    assert releases["back_to_newest"] == releases["second"]
 
 
 def test_restoring_never_rolls_the_privacy_account_back(releases):
