@@ -22,6 +22,10 @@ fresh clone has no local files, so the folder as a whole is a dependency of ever
 override — ``privacy.epsilon`` included — makes every stage stale; a re-run of a stage whose
 inputs and outputs come out the same costs nothing downstream).
 
+No stage is ``always_changed``: the privacy plan is made again only when its inputs change (a
+new plan is a new DP album count charged to the account: re-planning with nothing changed would
+spend budget for nothing and make every later stage stale).
+
 Two inputs are read but are no dependency (``NOT_DEPS``): the privacy account, which only ever
 grows (each DP stage charges it; as a dependency every charge would make every stage stale, and
 restoring an older copy would forget what the albums spent); a snapshot of it per release is the

@@ -120,8 +120,11 @@ def releases(tmp_path_factory):
         run_session(project, ["__default__"], {})                      # README: run
         shell(project, keep.replace("NAME", "first"))                  # README: keep
         seen["first"] = files(project)
-        run_session(project, ["sampling"], {})  # `kedro run --pipelines sampling`, nothing new
-        seen["status_after_sampling_again"] = dvc_status(project)
+        # `kedro run --pipelines sampling,text_filtering,rendering` with nothing changed: the
+        # stages after the DP training (whose fresh noise is a new release by design) write the
+        # same bytes again (evaluation too, measured once: left out here for time)
+        run_session(project, ["sampling", "text_filtering", "rendering"], {})
+        seen["status_after_rerun"] = dvc_status(project)
         set_local_params(project, 4.0)  # a conf/local override of privacy.epsilon
         seen["status_after_local_override"] = dvc_status(project)
         run_session(project, EVERY_PIPELINE_BUT_THE_DEMO_WORLD, {})
@@ -189,7 +192,7 @@ def test_restoring_never_rolls_the_privacy_account_back(releases):
 
 def test_kedro_run_and_dvc_agree_about_what_is_stale(releases):
     # issue 15: one `kedro run --pipelines sampling` used to make DVC re-run 6 of 7 stages
-    assert releases["status_after_sampling_again"] == {}
+    assert releases["status_after_rerun"] == {}
     # a conf/local override of privacy.epsilon: the plan (and every stage) is stale
     stale = releases["status_after_local_override"]
     assert "privacy_plan" in stale and "sampling" in stale
