@@ -35,4 +35,13 @@ fi
 # Offline by default: no telemetry from Kedro, DVC, MLflow or the HF hub.
 export KEDRO_DISABLE_TELEMETRY=true DO_NOT_TRACK=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 "$VENV/bin/dvc" config --local core.analytics false >/dev/null 2>&1 || true
+# DVC remote for releases (README: Keep and restore a release): .dvc-storage/ here (the default
+# in .dvc/config, git-ignored), or the folder DPALBUM_DVC_REMOTE names (this machine only).
+if [ -n "${DPALBUM_DVC_REMOTE:-}" ]; then
+  mkdir -p "$DPALBUM_DVC_REMOTE"
+  "$VENV/bin/dvc" remote modify --local storage url "$(cd "$DPALBUM_DVC_REMOTE" && pwd)"
+  echo "setup: DVC remote 'storage' -> $DPALBUM_DVC_REMOTE"
+else
+  mkdir -p .dvc-storage
+fi
 echo "setup: done ($("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)'))"

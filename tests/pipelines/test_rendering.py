@@ -214,8 +214,8 @@ def test_render_node_stamps_seed_prompts_and_privacy_on_every_album(curated_text
 
 
 def test_data_card_carries_epsilon_delta_unit_mechanisms_and_provenance():
-    report = {"privacy": privacy_summary(LEDGER), "image_size": 16, "seed": 5,
-              "rendered_at": "2026-11-23T17:00:00+00:00",
+    closed = {**LEDGER, "updated_at": "2026-11-23T17:00:00+00:00"}  # the card's date: no clock
+    report = {"privacy": privacy_summary(closed), "image_size": 16, "seed": 5,
               "coherence": {"shared_initial_latents": True, "latent_jitter": 0.3,
                             "character_in_every_prompt": True, "guidance_scale": 3.0},
               "renderer": {"backend": "embedded", "architecture": "UNet", "sampler": "dpm, 20",

@@ -544,7 +544,7 @@ def train_embedded_renderer(images: np.ndarray, captions: Sequence[str], config:
     if len(images) == 0 or config.train_steps == 0:
         logger.warning("renderer NOT pre-trained (%d images, %d steps): its samples are noise "
                        "until it is fine-tuned", len(images), config.train_steps)
-        renderer.training_report = {**report, "steps": 0, "seconds": 0.0}
+        renderer.training_report = {**report, "steps": 0}
         return renderer
     if len(images) != len(captions):
         raise ValueError(f"{len(images)} images but {len(captions)} captions: one caption per "
@@ -621,13 +621,14 @@ def train_embedded_renderer(images: np.ndarray, captions: Sequence[str], config:
     if ema is not None:
         ema.copy_to(unet.parameters())
     unet.to(memory_format=torch.contiguous_format).eval()
+    # no wall-clock time in the saved report (renderer.json): equal inputs, equal bytes
     renderer.training_report = {
         **report, "steps": config.train_steps, "batch_size": config.train_batch_size,
-        "seconds": round(seconds, 1), "text_encoding_seconds": round(encode_seconds, 1),
-        "images_per_second": round(step * config.train_batch_size / max(seconds, 1e-9), 1),
         "final_loss": round(float(np.mean(losses[-50:])), 5), "seed": config.seed,
     }
-    logger.info("renderer pre-trained: %s", renderer.training_report)
+    logger.info("renderer pre-trained in %.1f s (text encoding %.1f s, %.1f images/s): %s",
+                seconds, encode_seconds, step * config.train_batch_size / max(seconds, 1e-9),
+                renderer.training_report)
     return renderer
 
 

@@ -443,8 +443,10 @@ def sample_album_texts(
         per_album[i].append(caption)
     albums = [SyntheticAlbumText(f"synthetic_{i + 1:05d}", summaries.texts[i], per_album[i],
                                  seeds[i]) for i in range(n)]
+    # no wall-clock time in the metadata (it lands in the parquet): equal inputs must give equal
+    # bytes, or DVC would call every downstream stage stale after a re-run; the log has it
     metadata = sampling_metadata(config) | {
-        "n_albums": n, "n_captions": len(owners), "seconds": round(seconds, 3),
+        "n_albums": n, "n_captions": len(owners),
         "processes": shard.world, "device": str(_device(summary_lm)),
         "generated_tokens": summaries.new_tokens + captions.new_tokens,
         "summaries_cut_at_max_new_tokens": summaries.cut_at_max_new_tokens,

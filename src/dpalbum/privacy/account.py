@@ -139,10 +139,12 @@ class PrivacyAccount:
         return plans[-1]["plan"]
 
     def finish_plan(self, plan: Mapping[str, Any]) -> None:
-        """Mark a plan's run as released: a later run makes a new plan instead of resuming it."""
+        """Mark a plan's run as released: a later run makes a new plan instead of resuming it.
+        The first release's time stays: re-rendering the same release leaves the account's bytes
+        as they were (DVC then calls nothing stale)."""
         with self._edit() as doc:
             if plan["plan_id"] in doc["plans"]:
-                doc["plans"][plan["plan_id"]]["finished"] = _now()
+                doc["plans"][plan["plan_id"]].setdefault("finished", _now())
 
     def plan_dataset(self, plan: Mapping[str, Any]) -> str:
         """The dataset key a plan was opened for (refuses plans the account never saw)."""

@@ -10,10 +10,13 @@ truth and is marked internal.
 from __future__ import annotations
 
 import logging
+import os
 import time
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from kedro.utils import find_kedro_project
 
 from dpalbum.albums.dataset import AlbumReader
 from dpalbum.albums.model import AlbumSet
@@ -38,10 +41,24 @@ logger = logging.getLogger(__name__)
 QUALITY_TARGETS = {"scene_accuracy": 0.9, "protagonist_accuracy": 0.9}  # issue 4
 
 
+def project_relative(path: str | None) -> str | None:
+    """``path`` relative to the project root when it lies inside it, else as given (a folder of
+    the user's own): a report must not change with where the project is checked out."""
+    root = find_kedro_project(Path.cwd())
+    if path is None or root is None:
+        return path
+    absolute = Path(os.path.abspath(path))
+    return absolute.relative_to(root.absolute()).as_posix() if absolute.is_relative_to(
+        root.absolute()) else path
+
+
 def report_ingestion_node(private_albums: AlbumSet, privacy_plan: dict[str, Any]) -> dict:
     """The ingestion report of the private album folder (counts and skips, no content): exact
-    counts of private data, so an internal file."""
-    return {**private_albums.report, "internal": True,
+    counts of private data, so an internal file. Its path is relative to the project root."""
+    report = dict(private_albums.report)
+    if "path" in report:
+        report["path"] = project_relative(report["path"])
+    return {**report, "internal": True,
             "internal_means": "exact counts read from the private album folder, NOT covered by "
                               "the privacy ledger; keep inside the team"}
 

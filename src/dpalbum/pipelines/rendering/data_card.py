@@ -40,6 +40,7 @@ def privacy_summary(ledger: dict[str, Any]) -> dict[str, Any]:
         "noise_source": noise_source(ledger),
         "neighbouring": neighbouring(ledger),
         "album_count": album_count(ledger),
+        "ledger_updated_at": ledger.get("updated_at"),  # when its last mechanism was charged
     }
 
 
@@ -130,7 +131,7 @@ def build_data_card(report: dict[str, Any], n_albums: int, n_photos: int,
         f"| noise source | {source} |",
         f"| number of albums | {ALBUM_COUNT_SHORT[count]} |",
         f"| albums / photos | {n_albums} / {n_photos} ({size}x{size} PNG) |",
-        f"| generated (UTC) | {report['rendered_at']} |",
+        f"| privacy ledger closed (UTC) | {privacy.get('ledger_updated_at') or '-'} |",
         f"| rendering seed (public: image sampling, not a DP draw) | {report['seed']} |",
         "",
         "## Privacy guarantee",
