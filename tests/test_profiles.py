@@ -1,8 +1,9 @@
-"""The pretrained profiles (issue 13 item 6): ``conf/hf`` (real Hugging Face ids, for GPU users)
-and ``conf/tiny_hf`` (the same shape, tiny local models) load through the project's config loader
-as ``kedro run --env <profile>`` loads them, and every key they set is one the code accepts: each
-parameter group is validated by Kedro's own validator against the nodes' typed configs, and the
-untyped ``dp_training`` group by the dataclasses and the privacy plan that consume it."""
+"""The pretrained profiles (issue 13 items 5, 6): ``conf/hf`` (real Hugging Face ids, for GPU
+users), ``conf/tiny_hf`` (the same shape, tiny local models) and ``conf/smollm2`` (the offline
+SmolLM2 LMs) load through the project's config loader as ``kedro run --env <profile>`` loads
+them, and every key they set is one the code accepts: each parameter group is validated by
+Kedro's own validator against the nodes' typed configs, and the untyped ``dp_training`` group by
+the dataclasses and the privacy plan that consume it."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import yaml
 from tests.test_end_to_end import make_project
 
 ROOT = Path(__file__).resolve().parents[1]
-PROFILES = ("hf", "tiny_hf")
+PROFILES = ("hf", "tiny_hf", "smollm2")
 # keys whose value says which code path runs: tiny_hf must take the same one as hf
 SAME_PATH = ("backend", "torch_dtype", "precision", "image_features", "labeller",
              "target_modules", "fan_in_fan_out", "selection", "enabled")
@@ -101,7 +102,8 @@ def test_profile_loads_and_every_group_validates(project, profile):
     assert raw["privacy"]["shares"]["summary_lm"] > 0 and raw["sampling"]["seed"] is not None
     # what the data card and report say wrote the album texts is the profile's captioner
     assert params["album_source"].captioner == raw["captioning"]["captioner"]
-    assert params["album_source"].provenance()["backend"] == "pretrained"
+    assert params["album_source"].provenance()["backend"] == (
+        "embedded" if profile == "smollm2" else "pretrained")
 
 
 @pytest.mark.parametrize("profile", PROFILES)
