@@ -40,6 +40,8 @@ CONFIG_FILE = "captioner.json"  # which backend a saved captioner folder holds, 
 WEIGHTS_FILE = "model.safetensors"
 SINGLE_LABEL = ("scene", "colour", "shape")  # public corpus columns, one class per image
 MULTI_LABEL = "objects"  # public corpus column: space-joined object names (may be empty)
+TORCH_DTYPES = ("float32", "bfloat16", "float16")  # precisions of pretrained inference models
+SIZE_KEYS = ("height", "width", "shortest_edge", "longest_edge")  # an image processor's sides
 
 
 @params
@@ -55,6 +57,7 @@ class CaptionerConfig:
     prompt: str | None = None  # text prompt for models that need one (vision-chat models)
     max_new_tokens: int = 30
     store_weights: bool = True  # copy the weights into the model folder (False: keep the id)
+    torch_dtype: str = "float32"  # float32 | bfloat16 | float16: inference only (public model)
     # embedded backend: architecture
     image_size: int = 32
     channels: list[int] = field(default_factory=lambda: [32, 64, 128])
@@ -66,6 +69,11 @@ class CaptionerConfig:
     weight_decay: float = 1e-4
     augment: bool = True  # random horizontal flips
     heldout_fraction: float = 0.1  # public images kept aside to report accuracy
+
+    def __post_init__(self) -> None:
+        if self.torch_dtype not in TORCH_DTYPES:
+            raise ValueError(f"captioning.captioner.torch_dtype must be one of {TORCH_DTYPES}, "
+                             f"got {self.torch_dtype!r}")
 
 
 @params
@@ -161,6 +169,13 @@ def captioner_provenance(captioner: CaptionerConfig | dict[str, Any],
                           "the demo world's vocabulary, not the photos" if out_of_domain else
                           "in domain" if backend == "embedded" else
                           "captions written by the pretrained model named here")}
+
+
+def torch_dtype_of(name: str) -> torch.dtype:
+    """``float32`` / ``bfloat16`` / ``float16`` as a torch dtype (names the bad value)."""
+    if name not in TORCH_DTYPES:
+        raise ValueError(f"torch_dtype must be one of {TORCH_DTYPES}, got {name!r}")
+    return getattr(torch, name)
 
 
 def resolve_device(device: str) -> str:
@@ -416,7 +431,7 @@ class PretrainedCaptioner:
 
     def __init__(self, model, processor, tokenizer, model_name_or_path: str,
                  prompt: str | None = None, max_new_tokens: int = 30,
-                 store_weights: bool = True) -> None:
+                 store_weights: bool = True, torch_dtype: str = "float32") -> None:
         self.model = model.eval()
         self.processor = processor  # a multimodal processor, or an image processor
         self.tokenizer = tokenizer  # decodes generated ids
@@ -424,10 +439,11 @@ class PretrainedCaptioner:
         self.prompt = prompt
         self.max_new_tokens = max_new_tokens
         self.store_weights = store_weights
+        self.torch_dtype = torch_dtype
 
     @classmethod
     def load(cls, model_name_or_path: str, prompt: str | None = None, max_new_tokens: int = 30,
-             store_weights: bool = True) -> PretrainedCaptioner:
+             store_weights: bool = True, torch_dtype: str = "float32") -> PretrainedCaptioner:
         """Load model + processor; VisionEncoderDecoder folders get image processor + tokenizer."""
         from transformers import (
             AutoImageProcessor,
@@ -436,7 +452,8 @@ class PretrainedCaptioner:
             AutoTokenizer,
         )
 
-        model = AutoModelForImageTextToText.from_pretrained(model_name_or_path)
+        model = AutoModelForImageTextToText.from_pretrained(model_name_or_path,
+                                                            dtype=torch_dtype_of(torch_dtype))
         processor = AutoProcessor.from_pretrained(model_name_or_path)
         if hasattr(processor, "image_processor"):  # BLIP, GIT, Florence-2, vision-chat models
             tokenizer = processor.tokenizer
@@ -446,7 +463,7 @@ class PretrainedCaptioner:
         logger.info("loaded pretrained captioner %s (%s)", model_name_or_path,
                     type(model).__name__)
         return cls(model, processor, tokenizer, model_name_or_path, prompt, max_new_tokens,
-                   store_weights)
+                   store_weights, torch_dtype)
 
     def to(self, device: str) -> PretrainedCaptioner:
         self.model.to(device)
@@ -458,8 +475,12 @@ class PretrainedCaptioner:
         image_processor = getattr(self.processor, "image_processor", self.processor)
         size = getattr(image_processor, "size", None) or getattr(image_processor, "crop_size",
                                                                  None)
-        if isinstance(size, dict):
-            size = max(int(v) for v in size.values() if isinstance(v, int | float)) if size else 0
+        if size is not None and not isinstance(size, int | float):
+            # a dict, or transformers 5's SizeDict (iterates as (key, value) pairs); only the
+            # side keys: a max_pixels-style area is not a side
+            sides = {k: v for k, v in dict(size).items() if k in SIZE_KEYS}
+            size = max((int(v) for v in sides.values() if isinstance(v, int | float)),
+                       default=0)
         return int(size) if size else 384
 
     @torch.no_grad()
@@ -474,7 +495,9 @@ class PretrainedCaptioner:
                                         return_tensors="pt", padding=True)
             else:
                 inputs = self.processor(images=pil, return_tensors="pt")
-            inputs = {k: v.to(device) for k, v in inputs.items()}
+            dtype = torch_dtype_of(self.torch_dtype)
+            inputs = {k: v.to(device, dtype) if v.is_floating_point() else v.to(device)
+                      for k, v in inputs.items()}  # pixels in the model's precision
             out = self.model.generate(**inputs, max_new_tokens=self.max_new_tokens,
                                       do_sample=False)  # (B, T)
             prompt_ids = inputs.get("input_ids")
@@ -491,7 +514,8 @@ class PretrainedCaptioner:
         folder.mkdir(parents=True, exist_ok=True)
         config = {"backend": "pretrained", "kind": self.kind,
                   "model_name_or_path": self.model_name_or_path, "prompt": self.prompt,
-                  "max_new_tokens": self.max_new_tokens, "store_weights": self.store_weights}
+                  "max_new_tokens": self.max_new_tokens, "store_weights": self.store_weights,
+                  "torch_dtype": self.torch_dtype}
         (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2))
         if self.store_weights:
             for part in {id(p): p for p in (self.model, self.processor, self.tokenizer)}.values():
@@ -504,7 +528,7 @@ class PretrainedCaptioner:
         source = (str(Path(path) / "model") if config["store_weights"]
                   else config["model_name_or_path"])
         captioner = cls.load(source, config["prompt"], config["max_new_tokens"],
-                             config["store_weights"])
+                             config["store_weights"], config.get("torch_dtype", "float32"))
         captioner.model_name_or_path = config["model_name_or_path"]
         return captioner
 
@@ -521,7 +545,8 @@ def build_captioner(public_corpus: pd.DataFrame, config: CaptionerConfig) -> Cap
             raise ValueError("captioner backend 'pretrained' needs model_name_or_path "
                              "(e.g. Salesforce/blip-image-captioning-base or a local folder)")
         return PretrainedCaptioner.load(config.model_name_or_path, config.prompt,
-                                        config.max_new_tokens, config.store_weights)
+                                        config.max_new_tokens, config.store_weights,
+                                        config.torch_dtype)
     raise ValueError(f"unknown captioner backend {config.backend!r}: use 'embedded' or "
                      "'pretrained'")
 

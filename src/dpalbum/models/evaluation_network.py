@@ -5,7 +5,8 @@ precision/recall of the evaluation pipeline; its attribute heads (scene, protago
 shape, objects as multi-label) read the demo world's labels back from any photo, rendered or real.
 Inception weights cannot be downloaded here, so numbers on these features are local: comparable
 between runs of this project, not with published FID. A user with Inception weights on disk
-switches the image metrics to the standard extractor (``image_feature_extractor``).
+switches the image metrics to the standard extractor (``inception_extractor``), one with a CLIP
+(or SigLIP) model to its image embeddings (``ClipImageFeatures``).
 
 The network never sees private data while training; the evaluation pipeline applies it to private
 photos only to measure (internal metrics), like the public captioner does.
@@ -13,6 +14,7 @@ photos only to measure (internal metrics), like the public captioner does.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import logging
@@ -237,6 +239,47 @@ def inception_extractor(weights_path: str) -> nn.Module:
                           "(pip install torch-fidelity)") from exc
     return NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
                               feature_extractor_weights_path=weights_path)
+
+
+@functools.lru_cache(maxsize=2)
+def clip_image_features(model_name_or_path: str, device: str = "auto") -> ClipImageFeatures:
+    """The CLIP feature extractor, loaded once per process (both sides of a comparison)."""
+    return ClipImageFeatures(model_name_or_path, device)
+
+
+class ClipImageFeatures:
+    """A pretrained CLIP-style image tower (hub id or folder) as an image feature extractor:
+    its projected image embeddings (``get_image_features``), photos resized by its own image
+    processor. Public weights, fp32 (Fréchet distances are sensitive to rounding)."""
+
+    def __init__(self, model_name_or_path: str, device: str = "auto") -> None:
+        from transformers import AutoImageProcessor, AutoModel
+
+        self.model_name_or_path = model_name_or_path
+        self.device = resolve_device(device)
+        self.model = AutoModel.from_pretrained(model_name_or_path).to(self.device).eval()
+        if not hasattr(self.model, "get_image_features"):
+            raise ValueError(f"image_features: clip needs a model with an image tower "
+                             f"(get_image_features, e.g. CLIP or SigLIP); {model_name_or_path} "
+                             f"is a {type(self.model).__name__}")
+        self.processor = AutoImageProcessor.from_pretrained(model_name_or_path)
+
+    @torch.no_grad()
+    def __call__(self, images: Sequence[np.ndarray], batch_size: int = 64) -> np.ndarray:
+        """(N, D) float32 image embeddings of RGB uint8 arrays (H, W, 3)."""
+        out = []
+        for start in range(0, len(images), batch_size):
+            pil = [Image.fromarray(np.asarray(im, dtype=np.uint8))
+                   for im in images[start:start + batch_size]]
+            pixels = self.processor(images=pil, return_tensors="pt")["pixel_values"]
+            features = self.model.get_image_features(
+                pixel_values=pixels.to(self.device, torch.float32))
+            if not isinstance(features, torch.Tensor):  # transformers 5: an output object
+                features = features.pooler_output  # the projected embedding
+            out.append(features.float().cpu())  # (B, D)
+        if not out:
+            return np.zeros((0, 0), dtype=np.float32)
+        return torch.cat(out).numpy().astype(np.float32)
 
 
 # ---- training on the public corpus --------------------------------------------------------------

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import torch
 
 from dpalbum.albums.vocabulary import EVENTS, Protagonist, parse_caption
-from dpalbum.models.captioner import resolve_device
+from dpalbum.models.captioner import TORCH_DTYPES, resolve_device, torch_dtype_of
 from dpalbum.params import params
 
 logger = logging.getLogger(__name__)
@@ -47,6 +47,12 @@ class SummariserConfig:
     max_new_tokens: int = 48
     batch_size: int = 8
     device: str = "auto"
+    torch_dtype: str = "float32"  # float32 | bfloat16 | float16: inference only (public model)
+
+    def __post_init__(self) -> None:
+        if self.torch_dtype not in TORCH_DTYPES:
+            raise ValueError(f"captioning.summariser.torch_dtype must be one of {TORCH_DTYPES}, "
+                             f"got {self.torch_dtype!r}")
 
 
 def _ranked(items: Sequence[str]) -> list[str]:
@@ -139,7 +145,8 @@ class PretrainedSummariser:
         if not config.model_name_or_path:
             raise ValueError("summariser backend 'pretrained' needs model_name_or_path "
                              "(e.g. a small instruct LM id or a local folder)")
-        model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path)
+        model = AutoModelForCausalLM.from_pretrained(config.model_name_or_path,
+                                                     dtype=torch_dtype_of(config.torch_dtype))
         tokenizer = AutoTokenizer.from_pretrained(config.model_name_or_path)
         return cls(model.to(resolve_device(config.device)), tokenizer, config)
 

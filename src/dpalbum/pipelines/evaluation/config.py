@@ -14,24 +14,38 @@ from typing import Any
 from dpalbum.models.text_encoder import EMBEDDED
 from dpalbum.params import params
 
+IMAGE_FEATURES = ("local", "inception", "clip")
+
 
 @params
 class ImageFidelityConfig:
     """Image metrics: which features, and the settings of KID and k-NN precision/recall."""
 
-    image_features: str = "local"  # local: the evaluation network; inception: standard FID
+    image_features: str = "local"  # local: the evaluation network; inception: standard FID;
+    # clip: a CLIP-style model's image embeddings (Fréchet distance "clip_fd")
     inception_weights_path: str | None = None  # FID Inception weights on local disk
+    clip_model_name_or_path: str | None = None  # clip: a hub id or folder (CLIP, SigLIP)
+    device: str = "auto"  # clip: where the image tower runs
     k: int = 3  # neighbours defining the k-NN balls of precision/recall
     kid_subsets: int = 50
     kid_subset_size: int = 1000
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.image_features not in ("local", "inception"):
-            raise ValueError(f"image_features must be 'local' or 'inception', got "
+        if self.image_features not in IMAGE_FEATURES:
+            raise ValueError(f"image_features must be one of {IMAGE_FEATURES}, got "
                              f"{self.image_features!r}")
         if self.image_features == "inception":
             check_inception_available(self.inception_weights_path)
+        if self.image_features == "clip" and not self.clip_model_name_or_path:
+            raise ValueError("parameters_evaluation.yml (evaluation.image_fidelity): "
+                             "image_features: clip needs clip_model_name_or_path (e.g. "
+                             "openai/clip-vit-base-patch32 or a local folder)")
+
+    @property
+    def fd_name(self) -> str:
+        """The Fréchet distance's name in metrics.json, by feature space."""
+        return {"local": "local_fd", "inception": "fid", "clip": "clip_fd"}[self.image_features]
 
 
 def check_inception_available(weights_path: str | None) -> None:

@@ -22,6 +22,7 @@ from dpalbum.models.captioner import AlbumSource
 from dpalbum.models.evaluation_network import (
     EvaluationNetwork,
     EvaluationNetworkConfig,
+    clip_image_features,
     inception_extractor,
     to_uint8_batch,
     train_evaluation_network,
@@ -57,9 +58,11 @@ def _photos(albums: AlbumSet) -> tuple[list[np.ndarray], list[str], list[str]]:
 
 def _image_features(images: list[np.ndarray], network: EvaluationNetwork,
                     config: ImageFidelityConfig) -> np.ndarray:
-    """Features of RGB arrays from the evaluation network, or Inception when configured."""
+    """Features of RGB arrays from the evaluation network, or Inception / CLIP when configured."""
     if config.image_features == "local":
         return network.embed(images)
+    if config.image_features == "clip":
+        return clip_image_features(config.clip_model_name_or_path, config.device)(images)
     extractor = inception_extractor(config.inception_weights_path or "")
     batches = [extractor(to_uint8_batch(images[i:i + 64], images[i].shape[0])).detach().numpy()
                for i in range(0, len(images), 64)]
@@ -161,8 +164,7 @@ def image_fidelity_node(synthetic_albums: AlbumSet, heldout_albums: AlbumSet,
         _image_features(real, evaluation_network, image_fidelity),
         _image_features(fake, evaluation_network, image_fidelity), image_fidelity.k,
         image_fidelity.kid_subsets, image_fidelity.kid_subset_size, image_fidelity.seed)
-    fd_name = "local_fd" if image_fidelity.image_features == "local" else "fid"
-    values[fd_name] = values.pop("fd")
+    values[image_fidelity.fd_name] = values.pop("fd")
     values |= {"n_real": float(len(real)), "n_synthetic": float(len(fake))}
     return report.section("image_fidelity", internal=True, metrics=values,
                           notes={"features": image_fidelity.image_features})

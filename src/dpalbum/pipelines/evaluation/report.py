@@ -53,6 +53,8 @@ EXPLANATIONS: dict[str, str] = {
                                "comparable to published FID)",
     "image_fidelity.fid": "standard FID (Inception-v3) synthetic vs held-out photos (lower is "
                           "better)",
+    "image_fidelity.clip_fd": "Fréchet distance on a CLIP model's image embeddings, synthetic vs "
+                              "held-out photos (lower is better)",
     "image_fidelity.kid": "kernel distance (unbiased MMD², cubic kernel) on the same features "
                           "(lower is better; ~0 = same distribution)",
     "image_fidelity.kid_std": "spread of KID over random subsets",
