@@ -9,6 +9,7 @@ number comes from dp-accounting or Opacus.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import warnings
@@ -88,9 +89,17 @@ def pld_epsilon(
     """ε of the joint composition by the privacy-loss-distribution accountant (primary)."""
     if _is_non_private(mechanisms):
         return math.inf
+    return _pld_epsilon_of(tuple(mechanism_event(m) for m in mechanisms), float(delta),
+                           float(discretization))
+
+
+@functools.lru_cache(maxsize=4096)
+def _pld_epsilon_of(events: tuple[dpa.DpEvent, ...], delta: float, discretization: float) -> float:
+    """The PLD ε of the composed ``events`` (frozen, hashable): a pure function, so it is
+    memoised; calibration and verification ask for the same compositions many times."""
     accountant = pld.PLDAccountant(value_discretization_interval=discretization)
     try:
-        accountant.compose(composed_event(mechanisms))
+        accountant.compose(dpa.ComposedDpEvent(list(events)))
         return float(accountant.get_epsilon(delta))
     except (ValueError, OverflowError, MemoryError) as err:
         # Tiny noise multipliers make the PLD grid explode; ε is then astronomically large and
