@@ -101,8 +101,7 @@ def test_profile_loads_and_every_group_validates(project, profile):
             assert got == value, key
     assert raw["privacy"]["shares"]["summary_lm"] > 0 and raw["sampling"]["seed"] is not None
     # what the data card and report say wrote the album texts is the profile's captioner
-    assert params["album_source"].captioner == raw["captioning"]["captioner"]
-    assert params["album_source"].provenance()["backend"] == (
+    assert params["album_source"].provenance(params["captioning"]["captioner"])["backend"] == (
         "embedded" if profile == "smollm2" else "pretrained")
 
 
@@ -137,3 +136,29 @@ def test_hf_names_hub_models_each_documented_in_readme():
     for model_id in ids:
         assert re.fullmatch(r"[\w.-]+/[\w.-]+", model_id), model_id
         assert model_id in readme, f"README does not document {model_id}"
+
+
+def test_a_captioner_set_in_conf_local_is_the_one_the_data_card_and_metrics_name(
+        tmp_path_factory):
+    """Issue 13: a captioner chosen in conf/local used to reach the captioning nodes but not the
+    data card or metrics.json, which named the embedded captioner (base's interpolation resolved
+    before conf/local was merged). The nodes that name it now read params:captioning.captioner."""
+    from dpalbum.albums.model import AlbumSet
+    from dpalbum.pipeline_registry import register_pipelines
+    from dpalbum.pipelines.rendering.nodes import write_data_card_node
+    from tests.pipelines.test_honest_captioning import rendering_report
+
+    project = make_project(tmp_path_factory.mktemp("local_captioner"))
+    (project / "conf/local/parameters.yml").write_text(yaml.safe_dump({"captioning": {
+        "captioner": {"backend": "pretrained", "model_name_or_path": "some/captioner"}}}))
+    params = context_of(project, "local").params
+    pipeline = register_pipelines()["__default__"]
+    namers = [n for n in pipeline.nodes if "params:album_source" in n.inputs
+              and n.func.__name__ in ("write_data_card_node", "collect_metrics_node",
+                                      "text_fidelity_node")]
+    assert len(namers) == 3
+    for node in namers:
+        assert "params:captioning.captioner" in node.inputs, node.name
+    card = write_data_card_node(AlbumSet([]), rendering_report(), params["album_source"],
+                                params["captioning"]["captioner"])
+    assert "pretrained image-to-text captioner some/captioner" in card, card

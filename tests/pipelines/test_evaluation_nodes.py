@@ -22,6 +22,8 @@ from tests.pipelines.test_evaluation_world import (
     world,
 )
 
+EMBEDDED = {"backend": "embedded"}  # params:captioning.captioner of the embedded default
+
 
 @pytest.fixture(autouse=True)
 def _fast_text_encoder(monkeypatch):
@@ -45,15 +47,15 @@ def test_text_fidelity_prefers_texts_like_the_private_ones():
     w = world()
     config = TextMetricsConfig(max_samples=200)
     close = nodes.text_fidelity_node(w["heldout_album_texts"], w["album_texts"], config,
-                                     AlbumSource())
+                                     AlbumSource(), EMBEDDED)
     far = nodes.text_fidelity_node(curated_texts(synthetic_albums()), w["album_texts"], config,
-                                   AlbumSource())
+                                   AlbumSource(), EMBEDDED)
     for key in ("summary_fd", "caption_fd"):
         assert close["metrics"][key] < far["metrics"][key], key
     assert close["metrics"]["caption_mauve"] > far["metrics"]["caption_mauve"]
     assert close["metrics"]["summary_novel_topic_share"] == 0.0  # held-out: the same events
     none = nodes.text_fidelity_node(w["album_texts"].iloc[:0], w["album_texts"], config,
-                                    AlbumSource())
+                                    AlbumSource(), EMBEDDED)
     assert "0 synthetic" in none["absent"]
 
 

@@ -88,6 +88,7 @@ def _params() -> dict:
         "params:sampling": SamplingConfig(show_progress=False),
         "params:captioning.summariser": SummariserConfig(),
         "params:album_source": AlbumSource(),
+        "params:captioning.captioner": {"backend": "embedded"},
     }
 
 
@@ -234,7 +235,8 @@ def test_without_ground_truth_the_sections_needing_it_say_not_available(caplog):
         utility = nodes.utility_node(albums, w["private_albums"], w["heldout_albums"],
                                      pd.DataFrame(), net, UtilityConfig())
     assert "skipped: no ground truth" in caplog.text
-    doc, _, _ = nodes.collect_metrics_node(ledger(), AlbumSource(), attributes, utility)
+    doc, _, _ = nodes.collect_metrics_node(ledger(), AlbumSource(), {"backend": "embedded"},
+                                         attributes, utility)
     assert set(doc["internal_absent"]) == {"attribute_fidelity", "utility"}
     assert all(r.startswith("not available: no ground_truth")
                for r in doc["internal_absent"].values())

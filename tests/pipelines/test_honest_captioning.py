@@ -33,6 +33,8 @@ from tests.pipelines.test_evaluation_world import (
 from tests.pipelines.test_rendering import LEDGER
 from tests.real_albums import make_real_albums
 
+EMBEDDED = {"backend": "embedded"}  # params:captioning.captioner of the embedded default
+
 CAPTIONER = CaptionerConfig(device="cpu", channels=[16, 32], epochs=6, train_batch_size=32,
                             learning_rate=5e-3, heldout_fraction=0.2, batch_size=64, seed=0)
 PLAN = {"plan_id": "test"}
@@ -125,32 +127,31 @@ def rendering_report() -> dict:
 
 
 def test_data_card_and_metrics_name_the_captioner_and_say_out_of_domain():
-    source = AlbumSource(demo_world=False, captioner={"backend": "embedded"})
+    source = AlbumSource(demo_world=False)
     card = build_data_card(rendering_report(), n_albums=2, n_photos=5,
-                           captioner=source.provenance())
+                           captioner=source.provenance(EMBEDDED))
     assert "captioner: embedded attribute captioner (demo world" in card
     assert "OUT OF DOMAIN" in card and "Album texts out of domain" in card
     demo_card = build_data_card(rendering_report(), n_albums=2, n_photos=5,
-                                captioner=AlbumSource().provenance())
+                                captioner=AlbumSource().provenance(EMBEDDED))
     assert "captioner: embedded" in demo_card and "OUT OF DOMAIN" not in demo_card
-    doc, released, _ = nodes.collect_metrics_node(ledger(), source)
+    doc, released, _ = nodes.collect_metrics_node(ledger(), source, EMBEDDED)
     assert doc["captioner"]["out_of_domain"] and released["captioner"]["out_of_domain"]
 
 
 def test_demo_vocabulary_metrics_are_not_reported_outside_the_demo_world():
     w, net = world(), evaluation_network()
     albums = synthetic_albums()
-    outside = AlbumSource(demo_world=False, captioner={"backend": "embedded"})
+    outside = AlbumSource(demo_world=False)
     agreement = nodes.caption_agreement_node(albums, net, outside)
     fidelity = nodes.text_fidelity_node(w["heldout_album_texts"], w["album_texts"],
-                                        TextMetricsConfig(max_samples=200), outside)
+                                        TextMetricsConfig(max_samples=200), outside, EMBEDDED)
     for section in (agreement, fidelity):
         assert section["metrics"] == {} and section["absent"].startswith("not available")
     # a pretrained captioner writes real texts: their fidelity is measured
-    pretrained = AlbumSource(demo_world=False, captioner={"backend": "pretrained",
-                                                          "model_name_or_path": "x"})
     measured = nodes.text_fidelity_node(w["heldout_album_texts"], w["album_texts"],
-                                        TextMetricsConfig(max_samples=200), pretrained)
+                                        TextMetricsConfig(max_samples=200), outside,
+                                        {"backend": "pretrained", "model_name_or_path": "x"})
     assert measured["metrics"]
 
 
@@ -176,5 +177,6 @@ def test_ground_truth_that_covers_none_or_some_albums_never_crashes():
                                  w["ground_truth"], net, UtilityConfig())
     assert partial["notes"]["albums_without_ground_truth"]["training"] == half
     assert np.isfinite(list(partial["metrics"].values())).all() and partial["metrics"]
-    doc, _, _ = nodes.collect_metrics_node(ledger(), AlbumSource(), utility, attributes)
+    doc, _, _ = nodes.collect_metrics_node(ledger(), AlbumSource(), EMBEDDED, utility,
+                                         attributes)
     assert doc["skipped"]["sections"] == 2

@@ -65,7 +65,8 @@ def _run_metrics_nodes(tmp_path: Path, experiment_id: str, tracking: TrackingCon
     nodes = create_pipeline().only_nodes("collect_metrics_node", "internal_metrics_node")
     for name in nodes.inputs():
         value = {"privacy_ledger": ledger(), "params:evaluation.tracking": tracking,
-                 "params:album_source": AlbumSource()}.get(name)
+                 "params:album_source": AlbumSource(),
+                 "params:captioning.captioner": {"backend": "embedded"}}.get(name)
         catalog[name] = MemoryDataset(value if value is not None else sections[name])
     with mlflow.start_run(experiment_id=experiment_id) as run:
         SequentialRunner().run(nodes, catalog)

@@ -407,6 +407,7 @@ def _catalog(public_corpus, curated_texts, account_path, rendering=None, text_le
         "params:rendering": MemoryDataset(rendering or tiny_params(), copy_mode="assign"),
         "params:privacy": MemoryDataset(privacy_params or {}),
         "params:album_source": MemoryDataset(AlbumSource()),
+        "params:captioning.captioner": MemoryDataset({"backend": "embedded"}),
         "privacy_account": account,
         "public_renderer_model": MemoryDataset(copy_mode="assign"),
         "renderer_model": MemoryDataset(copy_mode="assign"),

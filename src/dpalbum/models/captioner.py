@@ -88,13 +88,15 @@ class DomainCheckConfig:
 @params
 class AlbumSource:
     """``params:album_source`` (derived in parameters.yml): whether the albums are the demo
-    world's own, and the captioner's settings; public facts about the run, no private data."""
+    world's own; public facts about the run, no private data. Which captioner wrote the album
+    texts is ``params:captioning.captioner`` itself, handed to ``provenance`` by the node (an
+    interpolation in conf/base could not see a conf/local or profile override: Kedro resolves
+    each environment on its own before merging them)."""
 
     demo_world: bool = True
-    captioner: dict[str, Any] = field(default_factory=dict)
 
-    def provenance(self) -> dict[str, Any]:
-        return captioner_provenance(self.captioner, self.demo_world)
+    def provenance(self, captioner: CaptionerConfig | dict[str, Any]) -> dict[str, Any]:
+        return captioner_provenance(captioner, self.demo_world)
 
 
 PRETRAINED_HINT = (

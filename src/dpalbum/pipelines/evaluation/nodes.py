@@ -18,7 +18,7 @@ from dpalbum.albums.dataset import AlbumReader
 from dpalbum.albums.model import AlbumSet
 from dpalbum.albums.vocabulary import parse_caption
 from dpalbum.models.album_description import describe_albums
-from dpalbum.models.captioner import AlbumSource
+from dpalbum.models.captioner import AlbumSource, CaptionerConfig
 from dpalbum.models.evaluation_network import (
     EvaluationNetwork,
     EvaluationNetworkConfig,
@@ -172,10 +172,10 @@ def image_fidelity_node(synthetic_albums: AlbumSet, heldout_albums: AlbumSet,
 
 def text_fidelity_node(curated_texts: pd.DataFrame, album_texts: pd.DataFrame,
                        text_fidelity: TextMetricsConfig,
-                       album_source: AlbumSource) -> dict[str, Any]:
+                       album_source: AlbumSource, captioner: CaptionerConfig) -> dict[str, Any]:
     """Fréchet distance and MAUVE on MiniLM features: synthetic vs private summaries, captions
     (not reported when the album texts are the embedded captioner's, out of domain)."""
-    if album_source.provenance()["out_of_domain"]:
+    if album_source.provenance(captioner)["out_of_domain"]:
         return _not_demo_vocabulary("text_fidelity", (
             "both sides are texts in the demo world's vocabulary written by the embedded "
             "captioner, which is out of domain for these albums"))
@@ -410,13 +410,14 @@ def membership_inference_node(summary_lm: Any, caption_lm: Any, lm_tokenizer: An
 # ---- metrics out, report out --------------------------------------------------------------------
 
 def collect_metrics_node(
-    privacy_ledger: dict[str, Any], album_source: AlbumSource, *sections: dict[str, Any]
+    privacy_ledger: dict[str, Any], album_source: AlbumSource, captioner: CaptionerConfig,
+    *sections: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, Any], dict[str, dict[str, float]]]:
     """metrics.json (internal: every section), released_metrics.json and the released MLflow
     metrics (privacy tags are the hook's: one writer, ``dpalbum.privacy.ledger_tags``); both
     documents name the captioner and whether its texts are out of domain."""
     document = report.assemble_metrics(privacy_ledger, list(sections),
-                                       album_source.provenance())
+                                       album_source.provenance(captioner))
     released = report.released_metrics(document)
     return document, released, report.mlflow_metrics(released)
 

@@ -21,7 +21,8 @@ SECTIONS: list[tuple[str, Callable[..., dict], list[str]]] = [
     ("image_fidelity_section", nodes.image_fidelity_node,
      ["synthetic_albums", "heldout_albums", "evaluation_network", f"{P}.image_fidelity"]),
     ("text_fidelity_section", nodes.text_fidelity_node,
-     ["curated_texts", "album_texts", f"{P}.text_metrics", "params:album_source"]),
+     ["curated_texts", "album_texts", f"{P}.text_metrics", "params:album_source",
+      "params:captioning.captioner"]),
     ("album_coherence_section", nodes.album_coherence_node,
      ["synthetic_albums", "evaluation_network", f"{P}.text_metrics"]),
     ("private_coherence_section", nodes.private_coherence_node,
@@ -66,7 +67,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             *[Node(func, inputs=inputs, outputs=output, name=func.__name__)
               for output, func, inputs in SECTIONS],
             Node(nodes.collect_metrics_node,
-                 inputs=["privacy_ledger", "params:album_source",
+                 inputs=["privacy_ledger", "params:album_source", "params:captioning.captioner",
                          *[output for output, _, _ in SECTIONS]],
                  outputs=["evaluation_metrics", "released_metrics", "evaluation_mlflow_metrics"],
                  name="collect_metrics_node"),

@@ -18,7 +18,7 @@ from PIL import Image
 from dpalbum import privacy
 from dpalbum.albums.images import center_crop_resize, to_rgb
 from dpalbum.albums.model import Album, AlbumSet, Photo
-from dpalbum.models.captioner import AlbumSource
+from dpalbum.models.captioner import AlbumSource, CaptionerConfig
 from dpalbum.models.devices import torch_threads
 from dpalbum.models.renderer import (
     CoherenceConfig,
@@ -339,10 +339,10 @@ def _plain(value: Any) -> Any:
 
 
 def write_data_card_node(synthetic_albums: AlbumSet, rendering_report: dict[str, Any],
-                         album_source: AlbumSource) -> str:
+                         album_source: AlbumSource, captioner: CaptionerConfig) -> str:
     """DATA_CARD.md for the released albums, naming the captioner (and saying when its texts are
     out of domain). Takes the saved albums as input so that Kedro writes the card after the
     album folder (whose save replaces the whole folder)."""
     return build_data_card(rendering_report, n_albums=len(synthetic_albums),
                            n_photos=synthetic_albums.n_photos,
-                           captioner=album_source.provenance())
+                           captioner=album_source.provenance(captioner))

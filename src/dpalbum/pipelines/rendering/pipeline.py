@@ -49,7 +49,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 write_data_card_node,
-                inputs=["synthetic_albums", "rendering_report", "params:album_source"],
+                inputs=["synthetic_albums", "rendering_report", "params:album_source",
+                        "params:captioning.captioner"],
                 outputs="synthetic_data_card",
                 name="write_data_card_node",
             ),
