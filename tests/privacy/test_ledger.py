@@ -153,3 +153,29 @@ def test_infinite_epsilon_is_a_loud_baseline(tmp_path, verify_ledger, caplog):
                            "sample_rate": 0.04, "steps": 10})
     out = verify_ledger(write_ledger(ledger, tmp_path / "baseline.json"))
     assert "reported ε=inf" in out
+
+
+def test_epsilon_after_each_step_equals_composing_each_prefix_from_scratch():
+    """The ε-per-step curve (MLflow's dpsgd.*.epsilon_spent) reuses one PLD per mechanism; each
+    point must be the very float a fresh composition of that prefix gives."""
+    from dpalbum.privacy.accounting import (
+        SEARCH_DISCRETIZATION,
+        pld_epsilon,
+        pld_epsilon_after_steps,
+    )
+
+    before = [{"name": "album_count", "kind": "laplace", "noise_multiplier": 20.0},
+              {"name": "semantic_query", "kind": "gaussian", "noise_multiplier": 8.0},
+              {"name": "summary_lm", "kind": "dpsgd", "noise_multiplier": 1.1,
+               "sample_rate": 0.05, "steps": 300}]
+    caption = {"name": "caption_lm", "kind": "dpsgd", "noise_multiplier": 0.9,
+               "sample_rate": 0.08, "steps": 500}
+    steps = [1, 2, 37, 250, 500]
+    curve = pld_epsilon_after_steps(before, caption, steps, 1e-5,
+                                    discretization=SEARCH_DISCRETIZATION)
+    assert curve == [pld_epsilon([*before, {**caption, "steps": s}], 1e-5,
+                                 discretization=SEARCH_DISCRETIZATION) for s in steps]
+    assert curve == sorted(curve) and curve[0] > pld_epsilon(before, 1e-5,
+                                                             discretization=SEARCH_DISCRETIZATION)
+    assert pld_epsilon_after_steps(before, {**caption, "noise_multiplier": 0.0}, steps,
+                                   1e-5) == [math.inf] * len(steps)

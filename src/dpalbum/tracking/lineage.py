@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 INTERNAL_TAG = "dpalbum.internal"  # the same tag evaluation puts on its internal child run
 RELEASED_RUN_TAG = "dpalbum.released_run_id"
 INTERNAL_SUFFIX = "-internal"
-EPSILON_POINTS = 20  # ε points per DP-SGD mechanism (each one PLD composition, ~0.15 s)
+EPSILON_POINTS = 20  # ε points per DP-SGD mechanism (one self-composition of a shared PLD each)
 HISTORY_METRICS = ("loss", "clipped_fraction", "batch_albums")
 
 
@@ -95,8 +95,7 @@ def epsilon_histories(ledger: Mapping[str, Any], points: int = EPSILON_POINTS,
     """``{mechanism: [(step, ε spent after that step), ...]}`` for each spent DP-SGD mechanism
     of ``ledger`` not in ``skip``, composed (PLD, the ledger's grid) with every mechanism spent
     before it; empty for a non-private baseline (ε is ∞ from the first step)."""
-    from dpalbum import privacy
-    from dpalbum.privacy.accounting import SEARCH_DISCRETIZATION
+    from dpalbum.privacy.accounting import SEARCH_DISCRETIZATION, pld_epsilon_after_steps
 
     if ledger.get("baseline"):
         return {}
@@ -105,10 +104,9 @@ def epsilon_histories(ledger: Mapping[str, Any], points: int = EPSILON_POINTS,
         if mech.get("status") != "spent":
             continue
         if mech["kind"] == "dpsgd" and int(mech.get("steps", 0)) > 0 and mech["name"] not in skip:
-            out[mech["name"]] = [
-                (step, privacy.pld_epsilon([*before, {**mech, "steps": step}], delta,
-                                           discretization=SEARCH_DISCRETIZATION))
-                for step in _sample_steps(int(mech["steps"]), points)]
+            steps = _sample_steps(int(mech["steps"]), points)
+            out[mech["name"]] = list(zip(steps, pld_epsilon_after_steps(
+                before, mech, steps, delta, discretization=SEARCH_DISCRETIZATION), strict=True))
         before.append(mech)
     return out
 
