@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -28,6 +31,23 @@ TINY = {  # the shipped configuration, shrunk: same nodes, same code paths
 }
 
 
+@functools.cache
+def empty_mlflow_store() -> Path:
+    """An MLflow SQLite store with every migration applied and no experiment, made once per
+    test process: MLflow builds a new store by running ~100 schema migrations (about 6 s of CPU),
+    and a dozen test projects each built their own. On first use MLflow creates the Default
+    experiment in it, with the artifact root of the project it then serves."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    folder = Path(tempfile.mkdtemp(prefix="dpalbum-empty-mlflow-store-"))
+    store = SqlAlchemyStore(f"sqlite:///{folder / 'mlflow.db'}", str(folder / "mlruns"))
+    store.engine.dispose()
+    with sqlite3.connect(folder / "mlflow.db") as db:
+        db.execute("DELETE FROM experiment_tags")
+        db.execute("DELETE FROM experiments")
+    return folder / "mlflow.db"
+
+
 def make_project(dest: Path) -> Path:
     """A copy of the project's config in ``dest`` (data and MLflow store land there too)."""
     for name in ("pyproject.toml", ".telemetry"):
@@ -35,6 +55,7 @@ def make_project(dest: Path) -> Path:
     shutil.copytree(ROOT / "conf", dest / "conf", ignore=shutil.ignore_patterns("local"))
     (dest / "conf" / "local").mkdir()
     (dest / "src").mkdir()  # bootstrap_project wants a source dir; dpalbum is installed
+    shutil.copy(empty_mlflow_store(), dest / "mlflow.db")  # conf's store: sqlite:///mlflow.db
     return dest
 
 

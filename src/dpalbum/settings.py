@@ -1,9 +1,16 @@
-"""Project settings: config loader patterns and hooks (kedro-mlflow registers its own hooks)."""
+"""Project settings: config loader patterns and hooks (kedro-mlflow's hook registered here, less
+its per-node parameter logging: see ``dpalbum.hooks.project_mlflow_hook``)."""
 
 from kedro.config import OmegaConfigLoader
 
 from dpalbum.albums.sources import RESOLVERS
-from dpalbum.hooks import FlatParamsHook, MlflowLineageHook, MlflowReleaseHook, NodeTimingHook
+from dpalbum.hooks import (
+    FlatParamsHook,
+    MlflowLineageHook,
+    MlflowReleaseHook,
+    NodeTimingHook,
+    project_mlflow_hook,
+)
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
@@ -23,10 +30,13 @@ CONFIG_LOADER_ARGS = {
     "custom_resolvers": RESOLVERS,
 }
 
-HOOKS = (FlatParamsHook(), MlflowLineageHook(), MlflowReleaseHook(), NodeTimingHook())
+# pluggy calls the last registered hook first: kedro-mlflow's opens the run before the others
+HOOKS = (FlatParamsHook(), MlflowLineageHook(), MlflowReleaseHook(), NodeTimingHook(),
+         project_mlflow_hook())
 
 # kedro-viz's run hooks write every dataset's row count and size (.viz/stats.json) and every
 # load/save event to disk, private ones included: the exact number of private albums and photos,
 # which the privacy plan only ever releases through its DP album count. The graph, and previews
 # of public and released datasets (catalog metadata `dpalbum.access`), work without them.
-DISABLE_HOOKS_FOR_PLUGINS = ("kedro-viz",)
+# kedro-mlflow's own registration is replaced by project_mlflow_hook() in HOOKS above.
+DISABLE_HOOKS_FOR_PLUGINS = ("kedro-viz", "kedro_mlflow")  # distribution names

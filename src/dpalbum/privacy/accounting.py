@@ -145,8 +145,14 @@ def rdp_epsilon(mechanisms: Sequence[MechanismRecord], delta: float) -> float:
     """ε of the joint composition by the Rényi-DP accountant (second opinion, an upper bound)."""
     if _is_non_private(mechanisms):
         return math.inf
+    return _rdp_epsilon_of(tuple(mechanism_event(m) for m in mechanisms), float(delta))
+
+
+@functools.lru_cache(maxsize=1024)
+def _rdp_epsilon_of(events: tuple[dpa.DpEvent, ...], delta: float) -> float:
+    """The RDP ε of the composed ``events`` (memoised like ``_pld_epsilon_of``)."""
     accountant = rdp.RdpAccountant(orders=RDP_ORDERS)
-    accountant.compose(composed_event(mechanisms))
+    accountant.compose(dpa.ComposedDpEvent(list(events)))
     return float(accountant.get_epsilon(delta))
 
 
