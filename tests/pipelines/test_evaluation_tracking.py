@@ -1,6 +1,6 @@
 """The evaluation catalog entries as written in conf/base/catalog_evaluation.yml: released
 metrics, released_metrics.json and report.html land in an MLflow run, internal metrics in its
-internal child run, metrics.json on disk only (a temporary sqlite store here)."""
+run in the internal experiment, metrics.json on disk only (a temporary sqlite store here)."""
 
 from __future__ import annotations
 
@@ -92,11 +92,17 @@ def test_internal_run_dataset_respects_kedro_mlflow_switch(mlflow_run, experimen
     dataset._logging_activated = False  # what kedro-mlflow does when tracking is disabled
     dataset.save({"image_fidelity.kid": 0.1})
     dataset._logging_activated = True
-    dataset.save({})  # nothing to log (internal_metrics_to_mlflow: none): no child run
-    children = f"tags.`mlflow.parentRunId` = '{mlflow_run}'"
-    assert not MlflowClient().search_runs([experiment_id], children)
+    dataset.save({})  # nothing to log (internal_metrics_to_mlflow: none): no internal run
+    client = MlflowClient()
+    internal = client.get_experiment_by_name(client.get_experiment(experiment_id).name
+                                             + "-internal")
+    children = f"tags.`dpalbum.released_run_id` = '{mlflow_run}'"
+    assert internal is None or not client.search_runs([internal.experiment_id], children)
     dataset.save({"image_fidelity.kid": {"value": 0.1, "step": 0}})
-    (child,) = MlflowClient().search_runs([experiment_id], children)
+    internal = client.get_experiment_by_name(client.get_experiment(experiment_id).name
+                                             + "-internal")
+    (child,) = client.search_runs([internal.experiment_id], children)
+    assert client.search_runs([experiment_id], "tags.`dpalbum.internal` = 'true'") == []
     assert child.data.tags["dpalbum.internal"] == "true" and child.info.status == "FINISHED"
     assert dataset.load() == {"image_fidelity.kid": 0.1}
     assert mlflow.active_run().info.run_id == mlflow_run  # the released run stays active

@@ -1,6 +1,6 @@
 """Internal stays internal (issue 12): the released MLflow run gets released metrics only, internal
-ones go to a child run tagged internal (or nowhere), noise seeds never become MLflow params, one
-writer of privacy tags, and replayable noise is said loudly on the data card. Real catalog
+ones go to a run of the internal experiment (or nowhere), noise seeds never become MLflow params,
+one writer of privacy tags, and replayable noise is said loudly on the data card. Real catalog
 entries, a temporary sqlite MLflow store."""
 
 from __future__ import annotations
@@ -74,7 +74,14 @@ def _run_metrics_nodes(tmp_path: Path, experiment_id: str, tracking: TrackingCon
 
 
 def _children(experiment_id: str, run_id: str) -> list:
-    return MlflowClient().search_runs([experiment_id], f"tags.`mlflow.parentRunId` = '{run_id}'")
+    """The internal runs that belong to released run ``run_id``: in the internal experiment,
+    never in the released one."""
+    client = MlflowClient()
+    assert client.search_runs([experiment_id], "tags.`dpalbum.internal` = 'true'") == []
+    internal = client.get_experiment_by_name(client.get_experiment(experiment_id).name
+                                             + "-internal")
+    return [] if internal is None else client.search_runs(
+        [internal.experiment_id], f"tags.`dpalbum.released_run_id` = '{run_id}'")
 
 
 def test_internal_metrics_never_reach_the_released_run(tmp_path, experiment_id):
@@ -105,14 +112,14 @@ def test_switch_none_logs_internal_metrics_nowhere(tmp_path, experiment_id):
     assert _children(experiment_id, run_id) == []
     assert not any(name in k for k in MlflowClient().get_run(run_id).data.metrics
                    for name in INTERNAL)
-    with pytest.raises(ValueError, match="child_run or none"):
+    with pytest.raises(ValueError, match="internal_run or none"):
         TrackingConfig("released_run")
 
 
 def test_shipped_parameters_keep_internal_off_the_release():
     params = yaml.safe_load((ROOT / "conf/base/parameters_evaluation.yml").read_text())
     assert params["evaluation"]["report"]["include_internal_metrics"] is False
-    assert params["evaluation"]["tracking"]["internal_metrics_to_mlflow"] == "child_run"
+    assert params["evaluation"]["tracking"]["internal_metrics_to_mlflow"] == "internal_run"
     catalog = yaml.safe_load((ROOT / "conf/base/catalog_evaluation.yml").read_text())
     assert "Mlflow" not in catalog["evaluation_metrics"]["type"]  # metrics.json: no artifact
 

@@ -7,8 +7,9 @@
   computed from the ledger alone (σ, q and the steps taken of each mechanism, every one public:
   q derives from the DP album count), so it is RELEASED like the ledger. It is the PLD composition
   of every mechanism spent before, plus the first t steps; its last point is the ledger's ε spent.
-  Each point costs one PLD composition (~0.15 s), so a mechanism gets every step up to
-  ``EPSILON_POINTS`` steps and that many evenly spaced steps beyond (first and last included).
+  Each point is one self-composition of the mechanism's one-step PLD; a mechanism gets every
+  step up to ``EPSILON_POINTS`` steps and that many evenly spaced steps beyond (first and last
+  included).
 - :func:`log_internal_histories`: the DP-SGD training losses, clipped fractions and Poisson batch
   sizes are computed on the private albums outside the ledger: INTERNAL. They go to a separate
   experiment ``<experiment>-internal`` (runs tagged ``dpalbum.internal=true`` and pointing at the
@@ -29,7 +30,7 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-INTERNAL_TAG = "dpalbum.internal"  # the same tag evaluation puts on its internal child run
+INTERNAL_TAG = "dpalbum.internal"  # the same tag evaluation puts on its internal run
 RELEASED_RUN_TAG = "dpalbum.released_run_id"
 INTERNAL_SUFFIX = "-internal"
 EPSILON_POINTS = 20  # ε points per DP-SGD mechanism (one self-composition of a shared PLD each)

@@ -166,9 +166,9 @@ class ReportConfig:
 class TrackingConfig:
     """Where internal metrics go: a child MLflow run tagged internal, or nowhere."""
 
-    internal_metrics_to_mlflow: str = "child_run"  # child_run | none
+    internal_metrics_to_mlflow: str = "internal_run"  # internal_run | none
 
     def __post_init__(self) -> None:
-        if self.internal_metrics_to_mlflow not in ("child_run", "none"):
-            raise ValueError("evaluation.tracking.internal_metrics_to_mlflow must be child_run or "
-                             f"none, got {self.internal_metrics_to_mlflow!r}")
+        if self.internal_metrics_to_mlflow not in ("internal_run", "none"):
+            raise ValueError("evaluation.tracking.internal_metrics_to_mlflow must be internal_run "
+                             f"or none, got {self.internal_metrics_to_mlflow!r}")

@@ -1,8 +1,9 @@
 """Small Kedro datasets the evaluation catalog needs and kedro / kedro-mlflow lack.
 
-- ``MlflowInternalRunDataset``: saves internal metrics to a child run of the active MLflow run,
-  tagged ``dpalbum.internal=true``, so they never sit among the released run's metrics and go
-  through the catalog like kedro-mlflow's metrics, not through ``mlflow`` calls in nodes.
+- ``MlflowInternalRunDataset``: saves internal metrics to a run of the internal experiment
+  (``<experiment>-internal``, where the DP-SGD losses go too), tagged ``dpalbum.internal=true``
+  and with the released run's id, so they never sit in the released run or its experiment, and
+  go through the catalog like kedro-mlflow's metrics, not through ``mlflow`` calls in nodes.
 - ``OptionalFileDataset``: a file's bytes, or ``None`` when it does not exist yet (the
   privacy-utility plot that only the ε sweep writes).
 - ``OptionalParquetDataset``: a parquet table, or ``None`` when the file does not exist (the
@@ -23,21 +24,23 @@ from kedro.io import AbstractDataset, DatasetError
 from kedro.io.core import get_filepath_str
 from kedro_datasets.pandas import ParquetDataset
 
+from dpalbum.tracking.lineage import INTERNAL_TAG, RELEASED_RUN_TAG, internal_experiment_id
+
 logger = logging.getLogger(__name__)
-INTERNAL_TAG = "dpalbum.internal"
-MLFLOW_PARENT_RUN_ID = "mlflow.parentRunId"  # what mlflow.start_run(nested=True) sets
 GENERATED_KEY = b"dpalbum.generated"  # parquet metadata mark of a table dpalbum wrote
 GENERATED_VALUE = b"written by dpalbum; may be replaced by it"
 
 
 class MlflowInternalRunDataset(AbstractDataset[dict[str, Any], dict[str, float]]):
-    """Internal metrics, kept off the released run: saving opens a child run of the active run
-    (tagged ``dpalbum.internal=true``), logs the metrics there and closes it.
+    """Internal metrics, kept off the released run and its experiment: saving opens a run in
+    the internal experiment (``<released experiment>-internal``, tagged ``dpalbum.internal=true``
+    and ``dpalbum.released_run_id``), logs the metrics there and closes it. Sharing or exporting
+    the released experiment never carries them along.
 
     Takes kedro-mlflow's metrics form ``{key: {"value", "step"}}`` (or ``{key: number}``). Follows
     kedro-mlflow's switch (``_logging_activated = False``: nothing logged); with no active run, or
     nothing to log (``internal_metrics_to_mlflow: none``), no run is created. The active run stays
-    active: the child is made with ``MlflowClient``, never ``mlflow.start_run``.
+    active: the internal run is made with ``MlflowClient``, never ``mlflow.start_run``.
     """
 
     def __init__(self, run_name: str = "internal-evaluation", prefix: str | None = None,
@@ -65,8 +68,9 @@ class MlflowInternalRunDataset(AbstractDataset[dict[str, Any], dict[str, float]]
             logger.warning("no active MLflow run: %d internal metrics not logged", len(data))
             return
         client = MlflowClient()
-        tags = {INTERNAL_TAG: "true", MLFLOW_PARENT_RUN_ID: parent.info.run_id}
-        child = client.create_run(parent.info.experiment_id, tags=tags, run_name=self._run_name)
+        tags = {INTERNAL_TAG: "true", RELEASED_RUN_TAG: parent.info.run_id}
+        experiment_id = internal_experiment_id(client, parent.info.experiment_id)
+        child = client.create_run(experiment_id, tags=tags, run_name=self._run_name)
         now = int(time.time() * 1000)
         metrics = [Metric(self._key(str(k)), float(v["value"] if isinstance(v, dict) else v),
                           now, int(v.get("step", 0)) if isinstance(v, dict) else 0)
@@ -74,22 +78,25 @@ class MlflowInternalRunDataset(AbstractDataset[dict[str, Any], dict[str, float]]
         for start in range(0, len(metrics), 1000):  # MLflow caps a batch at 1000 metrics
             client.log_batch(child.info.run_id, metrics=metrics[start:start + 1000])
         client.set_terminated(child.info.run_id)
-        logger.info("logged %d internal metrics to the child run %s (tagged %s)", len(metrics),
-                    child.info.run_id, INTERNAL_TAG)
+        logger.info("logged %d internal metrics to run %s of the internal experiment %s (tagged "
+                    "%s; never on the released run)", len(metrics), child.info.run_id,
+                    experiment_id, INTERNAL_TAG)
 
     def load(self) -> dict[str, float]:
-        """The metrics of the active run's latest internal child run (prefix removed)."""
+        """The metrics of the active run's latest internal run (prefix removed)."""
         import mlflow
         from mlflow.tracking import MlflowClient
 
         parent = mlflow.active_run()
         if parent is None:
             raise DatasetError("MlflowInternalRunDataset: no active MLflow run to read")
-        children = [r for r in MlflowClient().search_runs(
-            [parent.info.experiment_id], f"tags.{MLFLOW_PARENT_RUN_ID} = '{parent.info.run_id}'",
+        client = MlflowClient()
+        children = [r for r in client.search_runs(
+            [internal_experiment_id(client, parent.info.experiment_id)],
+            f"tags.`{RELEASED_RUN_TAG}` = '{parent.info.run_id}'",
             order_by=["attributes.start_time DESC"]) if r.data.tags.get(INTERNAL_TAG) == "true"]
         if not children:
-            raise DatasetError(f"run {parent.info.run_id} has no internal child run")
+            raise DatasetError(f"run {parent.info.run_id} has no internal run")
         start = f"{self._prefix}." if self._prefix else ""
         return {k[len(start):]: v for k, v in children[0].data.metrics.items()
                 if k.startswith(start)}

@@ -2,7 +2,8 @@
 
 Every section node reads only what its metric needs, so a section runs (and is tested) on its
 own; ``collect_metrics_node`` gathers them into metrics.json (internal), released_metrics.json
-and the released MLflow metrics; ``internal_metrics_node`` routes internal ones to a child run.
+and the released MLflow metrics; ``internal_metrics_node`` routes internal ones to the internal
+experiment.
 """
 
 from __future__ import annotations

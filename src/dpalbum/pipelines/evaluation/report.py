@@ -5,8 +5,8 @@ ground truth or the private-trained LMs on private texts). Internal numbers are 
 covered by the ledger's ε: they stay with the data team. So metrics.json (every section) carries
 ``"internal": true``; released_metrics.json (released sections and the ledger's privacy block,
 ``"internal": false``) and the released metrics are what the run's MLflow run gets; internal
-metrics go to a child run tagged internal, or nowhere. The report never shows a private photo or
-text: it opens with synthetic albums beside public-corpus images; by default
+metrics go to a run of the internal experiment, or nowhere. The report never shows a private
+photo or text: it opens with synthetic albums beside public-corpus images; by default
 (``include_internal_metrics: false``) it also drops internal numbers and can ship with the data.
 Each model and metric links to the MLflow run that holds it (``MlflowLinks``: the MLflow UI's
 ``#/experiments/<id>/runs/<id>`` pages), when the report is built inside a tracked run.
@@ -330,7 +330,7 @@ def mlflow_metrics(document: dict[str, Any]) -> dict[str, dict[str, float]]:
 
 
 def internal_mlflow_metrics(document: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Internal sections' finite numbers and the skipped counts, for the internal child run."""
+    """Internal sections' finite numbers and the skipped counts, for the internal run."""
     out = _finite_metrics(document["internal_sections"])
     skipped = document.get("skipped", {})
     if skipped:
@@ -419,9 +419,10 @@ def _metric_link(links: MlflowLinks | None, section_name: str, metric: str, valu
     key = f"{METRIC_PREFIX}.{section_name}.{metric}"
     if internal:
         return ("<td class='mlflow'>" + _link(
-            links.run_url(), "internal-evaluation child run",
-            f"{key}: on the child run tagged dpalbum.internal=true under this run, when "
-            "evaluation.tracking sends internal metrics to MLflow") + "</td>")
+            links.run_url(), "internal-evaluation run (internal experiment)",
+            f"{key}: on the run 'internal-evaluation' of the experiment <experiment>-internal "
+            "(tagged dpalbum.internal=true and with this run's id), when evaluation.tracking "
+            "sends internal metrics to MLflow") + "</td>")
     if not isinstance(value, int | float) or not math.isfinite(value):
         return "<td class='mlflow absent'>not logged (not a finite number)</td>"
     return f"<td class='mlflow'>{_link(links.metrics_url(), key, 'metric ' + key)}</td>"
